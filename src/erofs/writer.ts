@@ -1,0 +1,695 @@
+/**
+ * The composefs EROFS writer, byte-identical to upstream mkcomposefs
+ * (libcomposefs/lcfs-writer.c lcfs_write_to, lcfs-writer-erofs.c).
+ *
+ * Steps, as upstream runs them:
+ *  1. choose the format version (0, or 1 when the tree has a whiteout);
+ *  2. rewrite every inode for overlayfs: escape `trusted.overlay.*`, add the
+ *     metacopy/redirect xattrs of external files, turn whiteouts (char 0/0)
+ *     into marked regular files, `opaque=y` and the 256 `00`..`ff` whiteouts
+ *     on the root;
+ *  3. order inodes breadth-first, recount directory nlink, sort xattrs;
+ *  4. pick the shared xattrs (pairs used by two or more inodes);
+ *  5. lay out inodes (compact or extended, inline tails that never straddle
+ *     a block) and data blocks;
+ *  6. write header, superblock, inodes, shared xattrs, data blocks.
+ * The input tree is not modified.
+ */
+import { CfsError } from "../util/errors.js";
+import { FsVerityHasher } from "../fsverity/digest.js";
+import {
+  Inode,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  type Xattr,
+} from "../model/inode.js";
+import {
+  BLOCK_SIZE,
+  chunking,
+  COMPOSEFS_FLAG_HAS_ACL,
+  COMPOSEFS_HEADER_VERSION,
+  COMPOSEFS_MAGIC,
+  COMPOSEFS_VERSION_MAX,
+  DIRENT_SIZE,
+  encodeInode,
+  encodeSuperBlock,
+  EROFS_MAGIC,
+  FEATURE_COMPAT_MTIME,
+  FEATURE_COMPAT_XATTR_FILTER,
+  FIRST_INODE_OFFSET,
+  FSVERITY_HASH_SHA256,
+  FSVERITY_HASH_SHA512,
+  FT_BLKDEV,
+  FT_CHRDEV,
+  FT_DIR,
+  FT_FIFO,
+  FT_REG_FILE,
+  FT_SOCK,
+  FT_SYMLINK,
+  FT_UNKNOWN,
+  INODE_COMPACT_SIZE,
+  INODE_EXTENDED_SIZE,
+  LAYOUT_CHUNK_BASED,
+  LAYOUT_FLAT_INLINE,
+  LAYOUT_FLAT_PLAIN,
+  MAX_NONINLINE_CHUNKS,
+  MAX_SHARED_REFS,
+  OVERLAY_ESCAPED_PREFIX,
+  OVERLAY_PREFIX,
+  roundUp,
+  SLOT_SIZE,
+  SUPER_OFFSET,
+  XATTR_ESCAPED_OPAQUE,
+  XATTR_ESCAPED_WHITEOUT,
+  XATTR_ESCAPED_WHITEOUTS,
+  XATTR_FILTER_BITS,
+  XATTR_FILTER_SEED,
+  XATTR_IBODY_HEADER_SIZE,
+  XATTR_METACOPY,
+  XATTR_OPAQUE,
+  XATTR_REDIRECT,
+  XATTR_USER_OPAQUE,
+  XATTR_USER_WHITEOUT,
+  XATTR_USER_WHITEOUTS,
+  xattrEntrySize,
+  xattrKeyIndex,
+} from "./format.js";
+import { xxh32 } from "./xxhash32.js";
+
+export interface WriteOptions {
+  /** --min-version (default 0). */
+  minVersion?: number;
+  /** --max-version (default 1). */
+  maxVersion?: number;
+  /**
+   * Digest algorithm of external files' metacopy xattrs. sha256 is what
+   * mkcomposefs writes; sha512 only for sha512 repositories.
+   */
+  metacopyAlgorithm?: "sha256" | "sha512";
+}
+
+export interface WrittenImage {
+  image: Buffer;
+  version: number;
+}
+
+const B = (s: string) => Buffer.from(s, "latin1");
+const K_METACOPY = B(XATTR_METACOPY);
+const K_REDIRECT = B(XATTR_REDIRECT);
+const K_OPAQUE = B(XATTR_OPAQUE);
+const K_ESC_WHITEOUT = B(XATTR_ESCAPED_WHITEOUT);
+const K_ESC_WHITEOUTS = B(XATTR_ESCAPED_WHITEOUTS);
+const K_ESC_OPAQUE = B(XATTR_ESCAPED_OPAQUE);
+const K_USER_WHITEOUT = B(XATTR_USER_WHITEOUT);
+const K_USER_WHITEOUTS = B(XATTR_USER_WHITEOUTS);
+const K_USER_OPAQUE = B(XATTR_USER_OPAQUE);
+const K_SELINUX = B("security.selinux");
+const K_ACL_ACCESS = B("system.posix_acl_access");
+const K_ACL_DEFAULT = B("system.posix_acl_default");
+const OVERLAY_PREFIX_B = B(OVERLAY_PREFIX);
+const OVERLAY_ESCAPED_PREFIX_B = B(OVERLAY_ESCAPED_PREFIX);
+const EMPTY = Buffer.alloc(0);
+const DOT = B(".");
+const DOTDOT = B("..");
+const SLASH = B("/");
+
+/** An inode as it will be written: the rewritten copy of a tree inode. */
+class WNode {
+  mode: number;
+  size: bigint;
+  nlink: number;
+  /** Rewritten xattrs, with upstream's running budget estimate. */
+  readonly x: Inode;
+  index = 0;
+  dirents: WDirent[] = [];
+  /** Per xattr (in sorted order): byte offset in the shared table, or -1. */
+  shared: number[] = [];
+  nBlocks = 0;
+  tail = 0;
+  compact = false;
+  xattrSize = 0;
+  pad = 0;
+  offset = 0;
+  /** Dirent groups: [start, end) indexes of each block, the inline tail last. */
+  groups: Array<[number, number]> = [];
+  chunkBits = 0;
+  chunkCount = 0;
+
+  constructor(
+    readonly src: Inode,
+    public parent: WNode | null,
+  ) {
+    this.mode = src.mode;
+    this.size = src.size;
+    this.nlink = src.nlink;
+    this.x = new Inode(S_IFREG);
+    this.x.xattrs = src.xattrs.map((a) => ({ key: a.key, value: a.value }));
+    this.x.xattrBudgetUsed = src.xattrBudgetUsed;
+  }
+
+  get type(): number {
+    return this.mode & S_IFMT;
+  }
+  get nid(): number {
+    return this.offset / SLOT_SIZE;
+  }
+  isExternal(): boolean {
+    return this.type === S_IFREG && this.size > 0n && this.src.content === null;
+  }
+}
+
+interface WDirent {
+  name: Buffer;
+  target: WNode;
+  /** A hardlink entry (or `.`/`..`): not counted in the parent's nlink. */
+  link?: boolean;
+}
+
+function setX(n: WNode, key: Buffer, value: Buffer): void {
+  if (!n.x.setXattr(key, value)) throw new CfsError("cannot write file: Numerical result out of range");
+}
+
+function fileType(mode: number): number {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return FT_REG_FILE;
+    case S_IFDIR:
+      return FT_DIR;
+    case S_IFCHR:
+      return FT_CHRDEV;
+    case S_IFBLK:
+      return FT_BLKDEV;
+    case S_IFIFO:
+      return FT_FIFO;
+    case S_IFSOCK:
+      return FT_SOCK;
+    case S_IFLNK:
+      return FT_SYMLINK;
+    default:
+      return FT_UNKNOWN;
+  }
+}
+
+function isWhiteout(n: Inode): boolean {
+  return (n.mode & S_IFMT) === S_IFCHR && n.rdev === 0;
+}
+
+/** lcfs_write_update_version: version 1 once a whiteout is present. */
+function chooseVersion(root: Inode, minVersion: number, maxVersion: number): number {
+  if (minVersion > COMPOSEFS_VERSION_MAX || maxVersion > COMPOSEFS_VERSION_MAX || minVersion < 0 || maxVersion < 0) {
+    throw new CfsError("cannot write file: Invalid argument");
+  }
+  if (maxVersion < minVersion) maxVersion = minVersion;
+  if (minVersion >= 1 || maxVersion < 1) return minVersion;
+  const stack: Inode[] = [root];
+  while (stack.length > 0) {
+    const n = stack.pop()!;
+    if (isWhiteout(n)) return 1;
+    if (n.entries) for (const e of n.entries) if (!e.hardlink) stack.push(e.inode);
+  }
+  return minVersion;
+}
+
+/** add_overlayfs_xattrs, for one node whose parent was rewritten before it. */
+function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"): void {
+  // Validation (lcfs_node_validate): external files must fit 1024 chunks.
+  if (n.isExternal() && chunking(n.size).chunkCount > MAX_NONINLINE_CHUNKS) {
+    throw new CfsError("cannot write file: File too large");
+  }
+  // Escape trusted.overlay.* in place; upstream does not update the budget.
+  for (const a of n.x.xattrs) {
+    if (a.key.length >= OVERLAY_PREFIX_B.length && a.key.subarray(0, OVERLAY_PREFIX_B.length).equals(OVERLAY_PREFIX_B)) {
+      a.key = Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, a.key.subarray(OVERLAY_PREFIX_B.length)]);
+    }
+  }
+  if (n.isExternal()) {
+    let value = EMPTY;
+    const d = n.src.digest;
+    if (d) {
+      // struct ovl_metacopy: version 0, length, flags 0, hash algorithm, digest.
+      value = Buffer.alloc(4 + d.length);
+      value[0] = 0;
+      value[1] = value.length;
+      value[2] = 0;
+      value[3] = metacopyAlg === "sha512" && d.length === 64 ? FSVERITY_HASH_SHA512 : FSVERITY_HASH_SHA256;
+      d.copy(value, 4);
+    }
+    setX(n, K_METACOPY, value);
+    const p = n.src.payload;
+    if (p && p.length > 0) setX(n, K_REDIRECT, Buffer.concat([SLASH, p]));
+  }
+  if (isWhiteout(n.src)) {
+    const parent = n.parent!;
+    n.size = 0n;
+    n.mode = S_IFREG | (n.mode & ~S_IFMT);
+    setX(n, K_ESC_WHITEOUT, EMPTY);
+    setX(n, K_USER_WHITEOUT, EMPTY);
+    setX(parent, K_ESC_WHITEOUTS, EMPTY);
+    setX(parent, K_USER_WHITEOUTS, EMPTY);
+    if (version >= 1) {
+      setX(parent, K_ESC_OPAQUE, B("x"));
+      setX(parent, K_USER_OPAQUE, B("x"));
+    }
+  }
+}
+
+function hexName(i: number): Buffer {
+  return B(i.toString(16).padStart(2, "0"));
+}
+
+/** The 256 `00`..`ff` char devices hiding the object store's directories. */
+function rootWhiteouts(root: Inode): Array<{ name: Buffer; inode: Inode }> {
+  const out: Array<{ name: Buffer; inode: Inode }> = [];
+  const selinux = root.getXattr(K_SELINUX);
+  for (let i = 0; i < 256; i++) {
+    const name = hexName(i);
+    if (root.lookup(name)) continue;
+    const w = new Inode(S_IFCHR | 0o644);
+    w.uid = root.uid;
+    w.gid = root.gid;
+    w.mtimeSec = root.mtimeSec;
+    w.mtimeNsec = root.mtimeNsec;
+    if (selinux) w.setXattr(K_SELINUX, selinux);
+    out.push({ name, inode: w });
+  }
+  return out;
+}
+
+function cmpXattr(a: Xattr, b: Xattr): number {
+  return Buffer.compare(a.key, b.key);
+}
+
+/** Shared table order: key descending, longer value first, value descending. */
+function cmpShared(a: Xattr, b: Xattr): number {
+  const k = Buffer.compare(b.key, a.key);
+  if (k !== 0) return k;
+  if (a.value.length !== b.value.length) return b.value.length - a.value.length;
+  return Buffer.compare(b.value, a.value);
+}
+
+function pairKey(a: Xattr): string {
+  return a.key.toString("latin1") + "\u0000" + a.value.toString("latin1");
+}
+
+/** Build, rewrite and order the inodes breadth-first (lcfs_compute_tree). */
+function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha512"): WNode[] {
+  const wroot = new WNode(root, null);
+  wroot.parent = wroot;
+  const byInode = new Map<Inode, WNode>([[root, wroot]]);
+  const order: WNode[] = [wroot];
+  const pending: Array<{ dirent: WDirent; inode: Inode }> = [];
+  rewriteNode(wroot, version, metacopyAlg);
+  for (let qi = 0; qi < order.length; qi++) {
+    const n = order[qi]!;
+    if (n.type !== S_IFDIR) continue;
+    let ents: ReadonlyArray<{ name: Buffer; inode: Inode; hardlink: boolean }> = n.src.entries ?? [];
+    const extra = new Set<Inode>();
+    if (n === wroot) {
+      // Added after rewriting upstream, so these stay plain char devices.
+      const ws = rootWhiteouts(n.src);
+      for (const w of ws) extra.add(w.inode);
+      ents = [...ents, ...ws.map((w) => ({ ...w, hardlink: false }))].sort((a, b) => Buffer.compare(a.name, b.name));
+    }
+    const dirents: WDirent[] = [
+      { name: DOT, target: n },
+      { name: DOTDOT, target: n.parent! },
+    ];
+    for (const e of ents) {
+      if (e.hardlink) {
+        const d: WDirent = { name: e.name, target: n, link: true };
+        pending.push({ dirent: d, inode: e.inode });
+        dirents.push(d);
+        continue;
+      }
+      const child = new WNode(e.inode, n);
+      byInode.set(e.inode, child);
+      if (!extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
+      order.push(child);
+      dirents.push({ name: e.name, target: child });
+    }
+    dirents.sort((a, b) => Buffer.compare(a.name, b.name));
+    n.dirents = dirents;
+  }
+  setX(wroot, K_OPAQUE, B("y"));
+  // Hardlink entries point at the inode laid out at its primary entry.
+  for (const p of pending) {
+    const target = byInode.get(p.inode);
+    if (!target) throw new CfsError("cannot write file: Invalid argument (hardlink to an inode outside the tree)");
+    p.dirent.target = target;
+  }
+  return order;
+}
+
+/** Directory data shape: greedy groups of dirents, tail inline if <= 2048. */
+function layoutDir(n: WNode): void {
+  const groups: Array<[number, number]> = [];
+  let size = 0;
+  let first = 0;
+  const ds = n.dirents;
+  for (let i = 0; i < ds.length; i++) {
+    const len = DIRENT_SIZE + ds[i]!.name.length;
+    if (size + len > BLOCK_SIZE) {
+      groups.push([first, i]);
+      first = i;
+      size = 0;
+    }
+    size += len;
+  }
+  groups.push([first, ds.length]);
+  n.groups = groups;
+  n.nBlocks = groups.length - 1;
+  n.tail = size;
+  // As a heuristic upstream never inlines more than half a block.
+  if (size > BLOCK_SIZE / 2) {
+    n.nBlocks++;
+    n.tail = 0;
+  }
+}
+
+/** (blocks, tail) of an inode before placement (compute_erofs_inode_size). */
+function dataShape(n: WNode): void {
+  const type = n.type;
+  if (type === S_IFDIR) {
+    layoutDir(n);
+  } else if (type === S_IFLNK) {
+    n.nBlocks = 0;
+    n.tail = n.src.payload!.length;
+  } else if (type === S_IFREG && n.size > 0n) {
+    if (n.src.content !== null) {
+      const size = Number(n.size);
+      n.nBlocks = Math.floor(size / BLOCK_SIZE);
+      n.tail = size % BLOCK_SIZE;
+      if (n.tail > BLOCK_SIZE / 2) {
+        n.nBlocks++;
+        n.tail = 0;
+      }
+    } else {
+      const c = chunking(n.size);
+      n.chunkBits = c.chunkBits;
+      n.chunkCount = c.chunkCount;
+      n.nBlocks = 0;
+      n.tail = 4 * c.chunkCount;
+    }
+  } else {
+    n.nBlocks = 0;
+    n.tail = 0;
+  }
+}
+
+/** Padding before an inode so that its inline tail never straddles a block. */
+function tailPadding(n: WNode, pos: number, isize: number, xsize: number): number {
+  if (n.type === S_IFLNK) {
+    const total = isize + xsize + n.tail;
+    if (total >= BLOCK_SIZE) {
+      n.nBlocks++;
+      n.tail = 0;
+    }
+    // Upstream decides with the original total, even when the target moved out.
+    if (Math.floor(pos / BLOCK_SIZE) !== Math.floor((pos + total - 1) / BLOCK_SIZE)) {
+      return roundUp(pos, BLOCK_SIZE) - pos;
+    }
+    return 0;
+  }
+  let room = BLOCK_SIZE - ((pos + isize + xsize) % BLOCK_SIZE);
+  if (room < n.tail) {
+    const pad = roundUp(room, SLOT_SIZE);
+    room = BLOCK_SIZE - ((pos + isize + xsize + pad) % BLOCK_SIZE);
+    if (n.tail <= room) return pad;
+    n.nBlocks++;
+    n.tail = 0;
+    return roundUp(pos, BLOCK_SIZE) - pos;
+  }
+  return 0;
+}
+
+/** Write a composefs image of the tree. */
+export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
+  if (!root.isDir()) throw new CfsError("cannot write file: the root is not a directory");
+  const version = chooseVersion(root, opts.minVersion ?? 0, opts.maxVersion ?? 1);
+  const nodes = buildNodes(root, version, opts.metacopyAlgorithm ?? "sha256");
+
+  // lcfs_compute_tree: nlink of directories, xattr order, minimum mtime, ACLs.
+  let minSec = root.mtimeSec;
+  let minNsec = root.mtimeNsec;
+  let hasAcl = false;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i]!;
+    n.index = i;
+    if (n.type === S_IFDIR) {
+      let nlink = 2;
+      for (const d of n.dirents) {
+        if (d.target.parent === n && d.target !== n && d.target.type === S_IFDIR && d.name !== DOT && d.name !== DOTDOT && !d.link) {
+          nlink++;
+        }
+      }
+      n.nlink = nlink;
+    }
+    const xs = n.x.xattrs;
+    if (xs.length > 1) xs.sort(cmpXattr);
+    const s = n.src;
+    if (s.mtimeSec < minSec || (s.mtimeSec === minSec && s.mtimeNsec < minNsec)) {
+      minSec = s.mtimeSec;
+      minNsec = s.mtimeNsec;
+    }
+    if (!hasAcl) for (const a of xs) if (a.key.equals(K_ACL_ACCESS) || a.key.equals(K_ACL_DEFAULT)) hasAcl = true;
+  }
+
+  // Shared xattrs: every (key, value) pair used by two or more inodes.
+  const counts = new Map<string, { x: Xattr; count: number; offset: number }>();
+  for (const n of nodes) {
+    for (const a of n.x.xattrs) {
+      const k = pairKey(a);
+      const e = counts.get(k);
+      if (e) e.count++;
+      else counts.set(k, { x: a, count: 1, offset: -1 });
+    }
+  }
+  const sharedList = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => cmpShared(a.x, b.x));
+  let sharedSize = 0;
+  for (const e of sharedList) {
+    e.offset = sharedSize;
+    const { suffix } = xattrKeyIndex(e.x.key);
+    sharedSize += xattrEntrySize(suffix.length, e.x.value.length);
+  }
+
+  // compute_erofs_inodes: placement.
+  let pos = FIRST_INODE_OFFSET;
+  let nDataBlocks = 0;
+  for (const n of nodes) {
+    dataShape(n);
+    const dirSize = n.type === S_IFDIR ? BigInt(n.nBlocks * BLOCK_SIZE + n.tail) : n.size;
+    n.compact =
+      n.src.mtimeSec === minSec &&
+      n.src.mtimeNsec === minNsec &&
+      n.nlink <= 0xffff &&
+      n.src.uid <= 0xffff &&
+      n.src.gid <= 0xffff &&
+      dirSize <= 0xffffffffn;
+    const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
+    let nShared = 0;
+    let unsharedSize = 0;
+    n.shared = n.x.xattrs.map((a) => {
+      const e = counts.get(pairKey(a))!;
+      if (e.count > 1 && nShared < MAX_SHARED_REFS) {
+        nShared++;
+        return e.offset;
+      }
+      unsharedSize += xattrEntrySize(xattrKeyIndex(a.key).suffix.length, a.value.length);
+      return -1;
+    });
+    n.xattrSize = nShared === 0 && unsharedSize === 0 ? 0 : roundUp(XATTR_IBODY_HEADER_SIZE + 4 * nShared + unsharedSize, 4);
+    if (n.xattrSize > 0 && (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) {
+      throw new CfsError("cannot write file: Invalid argument (too many xattrs)");
+    }
+    const aligned = roundUp(pos, SLOT_SIZE);
+    const extra = tailPadding(n, aligned, isize, n.xattrSize);
+    n.pad = aligned - pos + extra;
+    n.offset = aligned + extra;
+    nDataBlocks += n.nBlocks;
+    pos = n.offset + isize + n.xattrSize + n.tail;
+  }
+  const inodesEnd = roundUp(pos, SLOT_SIZE);
+  const dataStart = roundUp(inodesEnd + sharedSize, BLOCK_SIZE);
+  const totalSize = dataStart + nDataBlocks * BLOCK_SIZE;
+  if (nodes[0]!.nid !== 36) throw new CfsError("internal: root nid is not 36");
+  if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
+
+  const img = Buffer.alloc(totalSize);
+  // composefs header
+  img.writeUInt32LE(COMPOSEFS_MAGIC, 0);
+  img.writeUInt32LE(COMPOSEFS_HEADER_VERSION, 4);
+  img.writeUInt32LE(hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0, 8);
+  img.writeUInt32LE(version, 12);
+  encodeSuperBlock(img, SUPER_OFFSET, {
+    magic: EROFS_MAGIC,
+    checksum: 0,
+    featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
+    blkszbits: 12,
+    rootNid: 36,
+    inos: BigInt(nodes.length),
+    buildTime: minSec,
+    buildTimeNsec: minNsec,
+    blocks: dataStart / BLOCK_SIZE + nDataBlocks,
+    metaBlkAddr: 0,
+    xattrBlkAddr: Math.floor(inodesEnd / BLOCK_SIZE),
+    featureIncompat: 0,
+  });
+
+  // Inodes, handing out data blocks in the order they are written below.
+  let nextBlock = dataStart / BLOCK_SIZE;
+  const sharedBase = inodesEnd % BLOCK_SIZE;
+  for (const n of nodes) {
+    writeInode(img, n, sharedBase, () => {
+      const b = nextBlock;
+      nextBlock += n.nBlocks;
+      return b;
+    });
+  }
+
+  // Shared xattr table.
+  let off = inodesEnd;
+  for (const e of sharedList) off = writeXattrEntry(img, off, e.x);
+
+  // Data blocks.
+  let block = dataStart;
+  for (const n of nodes) {
+    if (n.type === S_IFDIR) {
+      for (let g = 0; g < n.nBlocks; g++) {
+        const [a, b] = n.groups[g]!;
+        writeDirents(img, block, n, a, b);
+        block += BLOCK_SIZE;
+      }
+    } else if (n.nBlocks > 0) {
+      if (n.type === S_IFREG && n.src.content === null) {
+        img.fill(0xff, block, block + BLOCK_SIZE); // 1024 null chunk indexes
+      } else {
+        const data = n.type === S_IFLNK ? n.src.payload! : n.src.content!;
+        data.copy(img, block, 0, Math.min(data.length, BLOCK_SIZE));
+      }
+      block += BLOCK_SIZE;
+    }
+  }
+  if (block !== totalSize) throw new CfsError("internal: data block accounting mismatch");
+  return { image: img, version };
+}
+
+function writeXattrEntry(img: Buffer, off: number, a: Xattr): number {
+  const { index, suffix } = xattrKeyIndex(a.key);
+  img[off] = suffix.length;
+  img[off + 1] = index;
+  img.writeUInt16LE(a.value.length, off + 2);
+  suffix.copy(img, off + 4);
+  a.value.copy(img, off + 4 + suffix.length);
+  return off + xattrEntrySize(suffix.length, a.value.length);
+}
+
+function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number): void {
+  let nameoff = DIRENT_SIZE * (b - a);
+  let p = off;
+  for (let i = a; i < b; i++) {
+    const d = n.dirents[i]!;
+    img.writeBigUInt64LE(BigInt(d.target.nid), p);
+    img.writeUInt16LE(nameoff & 0xffff, p + 8);
+    img[p + 10] = fileType(d.target.mode);
+    p += DIRENT_SIZE;
+    nameoff += d.name.length;
+  }
+  for (let i = a; i < b; i++) {
+    const name = n.dirents[i]!.name;
+    name.copy(img, p);
+    p += name.length;
+  }
+}
+
+function xattrFilter(n: WNode): number {
+  let bits = 0;
+  for (const a of n.x.xattrs) {
+    const { index, suffix } = xattrKeyIndex(a.key);
+    bits |= 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
+  }
+  return ~bits >>> 0;
+}
+
+function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () => number): void {
+  const type = n.type;
+  let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
+  let size: bigint;
+  let u = 0;
+  if (type === S_IFDIR) {
+    size = BigInt(n.nBlocks * BLOCK_SIZE + n.tail);
+  } else if (type === S_IFREG) {
+    size = n.size;
+  } else if (type === S_IFLNK) {
+    size = n.nBlocks === 0 ? BigInt(n.tail) : n.src.size;
+  } else {
+    size = 0n;
+  }
+  if (type === S_IFCHR || type === S_IFBLK) {
+    u = n.src.rdev >>> 0;
+  } else if (type === S_IFDIR || type === S_IFREG || type === S_IFLNK) {
+    if (n.nBlocks > 0) u = allocBlocks();
+    if (n.isExternal()) {
+      layout = LAYOUT_CHUNK_BASED;
+      // i_u is a union: the chunk format overwrites its low 16 bits.
+      u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
+    }
+  }
+  const xattrIcount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
+  encodeInode(img, n.offset, {
+    extended: !n.compact,
+    layout,
+    xattrIcount,
+    mode: n.mode,
+    nlink: n.nlink,
+    size,
+    u,
+    ino: n.index,
+    uid: n.src.uid,
+    gid: n.src.gid,
+    mtimeSec: n.src.mtimeSec,
+    mtimeNsec: n.src.mtimeNsec,
+  });
+  let p = n.offset + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
+  if (n.xattrSize > 0) {
+    const xs = n.x.xattrs;
+    img.writeUInt32LE(xattrFilter(n), p);
+    let nShared = 0;
+    for (const o of n.shared) if (o >= 0) nShared++;
+    img[p + 4] = nShared;
+    p += XATTR_IBODY_HEADER_SIZE;
+    for (const o of n.shared) {
+      if (o >= 0) {
+        img.writeUInt32LE((sharedBase + o) / 4, p);
+        p += 4;
+      }
+    }
+    for (let i = 0; i < xs.length; i++) if (n.shared[i]! < 0) p = writeXattrEntry(img, p, xs[i]!);
+  }
+  // The inline tail.
+  if (type === S_IFDIR) {
+    if (n.tail > 0) {
+      const [a, b] = n.groups[n.groups.length - 1]!;
+      writeDirents(img, p, n, a, b);
+    }
+  } else if (type === S_IFLNK) {
+    if (n.nBlocks === 0) n.src.payload!.copy(img, p);
+  } else if (type === S_IFREG && n.tail > 0) {
+    if (n.src.content !== null) {
+      const c = n.src.content;
+      c.copy(img, p, c.length - n.tail);
+    } else {
+      img.fill(0xff, p, p + 4 * n.chunkCount);
+    }
+  }
+}
+
+/** fs-verity digest of a written image: what `--print-digest` prints. */
+export function imageDigest(image: Buffer): Buffer {
+  return new FsVerityHasher("sha256").update(image).digest();
+}

@@ -1,0 +1,188 @@
+/**
+ * The in-memory inode tree every producer builds and every writer consumes.
+ *
+ * It follows the node model of mkcomposefs (libcomposefs/lcfs-writer.c):
+ * names are raw bytes compared as `strcmp` does (unsigned bytes, never
+ * decoded), a directory's entries are kept sorted, and a hardlink is a
+ * directory entry that points at an inode owned by another entry (its
+ * "primary" entry, which decides where the inode is laid out).
+ */
+import { CfsError } from "../util/errors.js";
+
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
+
+export const MAX_NAME_LENGTH = 255;
+/** Symlink targets and payloads must be shorter than PATH_MAX (4096). */
+export const PATH_MAX = 4096;
+/** Longest xattr name (XATTR_NAME_MAX). */
+export const XATTR_NAME_MAX = 255;
+/** Per-inode xattr budget for input from outside (LCFS_INODE_EXTERNAL_XATTR_MAX). */
+export const EXTERNAL_XATTR_BUDGET = 0x7fff;
+
+export interface Xattr {
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface Dirent {
+  name: Buffer;
+  inode: Inode;
+  /** true: a hardlink entry; the inode is owned (and laid out) elsewhere. */
+  hardlink: boolean;
+}
+
+export function isValidFileType(mode: number): boolean {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+    case S_IFDIR:
+    case S_IFLNK:
+    case S_IFBLK:
+    case S_IFCHR:
+    case S_IFSOCK:
+    case S_IFIFO:
+      return true;
+    default:
+      return false;
+  }
+}
+
+export class Inode {
+  /** st_mode, 32 bits (only the low 16 reach an EROFS image). */
+  mode: number;
+  nlink = 1;
+  uid = 0;
+  gid = 0;
+  /** Device number, glibc encoding truncated to 32 bits as composefs stores it. */
+  rdev = 0;
+  size = 0n;
+  mtimeSec = 0n;
+  mtimeNsec = 0;
+  /** Symlink target, or the backing-file path of an external file. */
+  payload: Buffer | null = null;
+  /** Inline data of a regular file. */
+  content: Buffer | null = null;
+  /** fs-verity digest of an external file's data. */
+  digest: Buffer | null = null;
+  xattrs: Xattr[] = [];
+  /** Running estimate of the xattr space, as lcfs_node_set_xattr keeps it. */
+  xattrBudgetUsed = 0;
+  /** Sorted entries of a directory; null for every other type. */
+  entries: Dirent[] | null;
+
+  constructor(mode: number) {
+    this.mode = mode >>> 0;
+    this.entries = (mode & S_IFMT) === S_IFDIR ? [] : null;
+  }
+
+  get type(): number {
+    return this.mode & S_IFMT;
+  }
+
+  isDir(): boolean {
+    return (this.mode & S_IFMT) === S_IFDIR;
+  }
+
+  getXattr(key: Buffer | string): Buffer | undefined {
+    const k = typeof key === "string" ? Buffer.from(key, "latin1") : key;
+    for (const x of this.xattrs) if (x.key.equals(k)) return x.value;
+    return undefined;
+  }
+
+  /**
+   * Set (or replace) an xattr, enforcing the per-inode budget of
+   * lcfs_node_set_xattr_internal: every xattr costs 7 + len(key) + len(value),
+   * the first also the 12-byte header. Returns false when over budget.
+   */
+  setXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
+    if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return false;
+    this.removeXattr(key);
+    let cost = 7 + key.length + value.length;
+    if (this.xattrs.length === 0) cost += 12;
+    if (this.xattrBudgetUsed + cost > budget) return false;
+    this.xattrs.push({ key, value });
+    this.xattrBudgetUsed += cost;
+    return true;
+  }
+
+  removeXattr(key: Buffer): boolean {
+    const i = this.xattrs.findIndex((x) => x.key.equals(key));
+    if (i < 0) return false;
+    const old = this.xattrs[i]!;
+    this.xattrs.splice(i, 1);
+    this.xattrBudgetUsed =
+      this.xattrs.length === 0 ? 0 : this.xattrBudgetUsed - (7 + old.key.length + old.value.length);
+    return true;
+  }
+
+  /** Binary search among the sorted entries. */
+  lookup(name: Buffer): Dirent | undefined {
+    const ents = this.entries;
+    if (!ents) return undefined;
+    const i = findEntry(ents, name);
+    return i >= 0 ? ents[i] : undefined;
+  }
+
+  /**
+   * Insert an entry keeping byte order; false if the name exists already.
+   * Appending in sorted order (the common case) costs one comparison.
+   */
+  addEntry(name: Buffer, inode: Inode, hardlink = false): boolean {
+    const ents = this.entries;
+    if (!ents) throw new CfsError("internal: addEntry on a non-directory");
+    const n = ents.length;
+    if (n === 0 || Buffer.compare(ents[n - 1]!.name, name) < 0) {
+      ents.push({ name, inode, hardlink });
+      return true;
+    }
+    const i = findEntry(ents, name);
+    if (i >= 0) return false;
+    ents.splice(-i - 1, 0, { name, inode, hardlink });
+    return true;
+  }
+}
+
+/** Index of name, or -(insertion point) - 1. */
+function findEntry(ents: Dirent[], name: Buffer): number {
+  let lo = 0;
+  let hi = ents.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const c = Buffer.compare(ents[mid]!.name, name);
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return -lo - 1;
+}
+
+/** Compare mtimes as signed seconds, then nanoseconds. */
+export function compareMtime(a: Inode, b: { mtimeSec: bigint; mtimeNsec: number }): number {
+  if (a.mtimeSec !== b.mtimeSec) return a.mtimeSec < b.mtimeSec ? -1 : 1;
+  return a.mtimeNsec - b.mtimeNsec;
+}
+
+/**
+ * Depth-first walk in name order, calling visit for every entry with its
+ * full path (root first as "/"). Hardlink entries are visited too.
+ */
+export function walkDepthFirst(
+  root: Inode,
+  visit: (path: Buffer, ent: Dirent | null, inode: Inode) => void,
+): void {
+  visit(Buffer.from("/"), null, root);
+  const rec = (dir: Inode, prefix: Buffer): void => {
+    for (const ent of dir.entries!) {
+      const path = Buffer.concat([prefix, Buffer.from("/"), ent.name]);
+      visit(path, ent, ent.inode);
+      if (!ent.hardlink && ent.inode.entries) rec(ent.inode, path);
+    }
+  };
+  rec(root, Buffer.alloc(0));
+}
