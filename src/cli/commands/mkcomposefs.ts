@@ -1,0 +1,92 @@
+/**
+ * `cfsctl mkcomposefs`: the raw upstream tool, same options, same bytes
+ * (upstream tools/mkcomposefs.c main). No container-image rules here.
+ */
+import type { Command } from "commander";
+import { CfsError } from "../../util/errors.js";
+import { parseDumpfile } from "../../dumpfile/parse.js";
+import { imageDigest, writeImage } from "../../erofs/writer.js";
+import type { Inode } from "../../model/inode.js";
+import { readInput, writeFileAtomic, writeStdout } from "../io.js";
+import { UsageError } from "../main.js";
+import { scanForMkcomposefs } from "../../scan/mkcomposefs-scan.js";
+
+interface Opts {
+  fromFile?: boolean;
+  digestStore?: string;
+  printDigest?: boolean;
+  printDigestOnly?: boolean;
+  minVersion?: string;
+  maxVersion?: string;
+  useEpoch?: boolean;
+  skipDevices?: boolean;
+  skipXattrs?: boolean;
+  userXattrs?: boolean;
+  threads?: string;
+}
+
+function parseVersion(v: string, what: string): number {
+  if (!/^[+-]?\d+$/.test(v)) throw new CfsError(`Invalid ${what} version ${v}`);
+  return Number(v);
+}
+
+export function registerMkcomposefs(program: Command): void {
+  program
+    .command("mkcomposefs")
+    .description("build a composefs image from a directory or a dumpfile, byte-identical to upstream mkcomposefs")
+    .argument("<source>", "a directory, or with --from-file a composefs-dump(5) file (- for stdin)")
+    .argument("[image]", "the image to write (- for stdout)")
+    .option("--from-file", "SOURCE is a composefs-dump(5) file")
+    .option("--digest-store <dir>", "copy external files into DIR/XX/YYYY… (directory mode)")
+    .option("--print-digest", "print the image's fs-verity digest")
+    .option("--print-digest-only", "print the digest and write no image")
+    .option("--min-version <n>", "lowest composefs format version (0 or 1)")
+    .option("--max-version <n>", "highest composefs format version (0 or 1)")
+    .option("--use-epoch", "all mtimes 0.0 (directory mode)")
+    .option("--skip-devices", "leave out char and block devices, whiteouts included (directory mode)")
+    .option("--skip-xattrs", "read no xattrs (directory mode)")
+    .option("--user-xattrs", "read only user.* xattrs (directory mode)")
+    .option("--threads <n>", "hashing parallelism (directory mode); does not change the output")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  cfsctl mkcomposefs --from-file image.dump image.cfs\n  cfsctl mkcomposefs --print-digest-only /srv/rootfs\n",
+    )
+    .action(async (source: string, image: string | undefined, o: Opts) => {
+      let minVersion = 0;
+      let maxVersion = 1;
+      if (o.minVersion !== undefined || o.maxVersion !== undefined) {
+        // Upstream: naming either flag makes the other default to 0.
+        minVersion = o.minVersion !== undefined ? parseVersion(o.minVersion, "min") : 0;
+        maxVersion = o.maxVersion !== undefined ? parseVersion(o.maxVersion, "max") : 0;
+      }
+      let threads: number | undefined;
+      if (o.threads !== undefined) {
+        if (!/^\d+$/.test(o.threads) || Number(o.threads) <= 0) throw new CfsError(`Invalid threads count ${o.threads}`);
+        threads = Number(o.threads);
+      }
+      if (source === "") throw new CfsError("Empty source path specified");
+      if (o.printDigestOnly) {
+        if (image !== undefined) throw new UsageError("Cannot specify destination path with --print-digest-only");
+      } else if (image === undefined) {
+        throw new UsageError("No destination path specified");
+      }
+      let root: Inode;
+      if (o.fromFile) {
+        const data = readInput(source);
+        root = parseDumpfile(data, { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source });
+      } else {
+        if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
+        root = await scanForMkcomposefs(source, {
+          useEpoch: !!o.useEpoch,
+          skipDevices: !!o.skipDevices,
+          skipXattrs: !!o.skipXattrs,
+          userXattrs: !!o.userXattrs,
+          digestStore: o.digestStore,
+          threads,
+        });
+      }
+      const { image: bytes } = writeImage(root, { minVersion, maxVersion });
+      if (!o.printDigestOnly) writeFileAtomic(image!, bytes);
+      if (o.printDigest || o.printDigestOnly) writeStdout(imageDigest(bytes).toString("hex") + "\n");
+    });
+}

@@ -1,0 +1,83 @@
+/**
+ * cfsctl command line: commander program, global options, and the error
+ * contract of CLI.md (stdout data only; `cfsctl: error: …` and exit 1 on a
+ * failure; usage and exit 2 on a usage error; never a stack trace).
+ */
+import { Command, CommanderError } from "commander";
+import { CfsError } from "../util/errors.js";
+import { registerMkcomposefs } from "./commands/mkcomposefs.js";
+import { registerInfo } from "./commands/info.js";
+import { VERSION } from "./version.js";
+
+export interface GlobalOptions {
+  repo?: string;
+  hash: "sha256" | "sha512";
+  requireVerity: boolean;
+  quiet: boolean;
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name("cfsctl")
+    .description("Build, read and mount composefs images")
+    .version(VERSION, "-V, --version")
+    .option("--repo <dir>", "object repository (default: $CFSCTL_REPO, /sysroot/composefs as root, ~/.var/lib/composefs)")
+    .option("--hash <alg>", "fs-verity algorithm of a new repository: sha256 or sha512", "sha256")
+    .option("--require-verity", "fail when fs-verity cannot be enabled on stored objects", false)
+    .option("-q, --quiet", "no progress bars", false)
+    .showHelpAfterError()
+    .exitOverride();
+  registerMkcomposefs(program);
+  registerInfo(program);
+  // Every subcommand throws instead of exiting, so main() decides the code.
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+export function globalOptions(cmd: Command): GlobalOptions {
+  let root = cmd;
+  while (root.parent) root = root.parent;
+  const o = root.opts();
+  if (o.hash !== "sha256" && o.hash !== "sha512") throw new UsageError(`--hash must be sha256 or sha512, not ${o.hash}`);
+  return { repo: o.repo, hash: o.hash, requireVerity: !!o.requireVerity, quiet: !!o.quiet };
+}
+
+/** A usage error found after commander parsed the line: exit 2. */
+export class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    process.exitCode = exitCodeFor(e);
+  }
+}
+
+function exitCodeFor(e: unknown): number {
+  if (e instanceof CommanderError) {
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
+    return 2; // commander already printed the message and the usage
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`cfsctl: ${e.message}\n`);
+    return 2;
+  }
+  if (e instanceof CfsError) {
+    process.stderr.write(`cfsctl: error: ${oneLine(e.message)}\n`);
+    return 1;
+  }
+  const err = e as Error;
+  if (err && (err as NodeJS.ErrnoException).code === "ERR_STRING_TOO_LONG") {
+    process.stderr.write("cfsctl: error: output too large\n");
+    return 1;
+  }
+  if (process.env.CFSCTL_DEBUG) process.stderr.write(`${err?.stack ?? String(e)}\n`);
+  process.stderr.write(`cfsctl: error: ${oneLine(err?.message ?? String(e))}\n`);
+  return 1;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, " ");
+}
