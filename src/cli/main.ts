@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import { CfsError } from "../util/errors.js";
 import { registerMkcomposefs } from "./commands/mkcomposefs.js";
 import { registerInfo } from "./commands/info.js";
+import { registerBuild } from "./commands/build.js";
 import { VERSION } from "./version.js";
 
 export interface GlobalOptions {
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
     .option("-q, --quiet", "no progress bars", false)
     .showHelpAfterError()
     .exitOverride();
+  registerBuild(program);
   registerMkcomposefs(program);
   registerInfo(program);
   // Every subcommand throws instead of exiting, so main() decides the code.

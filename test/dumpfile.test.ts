@@ -1,0 +1,112 @@
+/** composefs-dump(5): parsing rules of upstream mkcomposefs and the writer. */
+import { describe, expect, it } from "vitest";
+import { parseDumpfile } from "../src/dumpfile/parse.js";
+import { dumpfileToString } from "../src/dumpfile/write.js";
+import { escape, Escape, unescape } from "../src/dumpfile/escape.js";
+import { CfsError } from "../src/util/errors.js";
+import { NOT_STRICT, assetDump, assetNames } from "./helpers.js";
+
+const ROOT = "/ 4096 40755 2 0 0 0 0.0 - - -\n";
+const parse = (s: string, strict = false) => parseDumpfile(Buffer.from(s, "latin1"), { strict, source: "t" });
+const err = (s: string, strict = false): string => {
+  try {
+    parse(s, strict);
+  } catch (e) {
+    expect(e).toBeInstanceOf(CfsError);
+    return (e as Error).message;
+  }
+  throw new Error("parsed");
+};
+
+describe("escaping", () => {
+  it("escapes like composefs-info", () => {
+    const b = Buffer.from([0x61, 0x20, 0x5c, 0x0a, 0x0d, 0x09, 0x3d, 0x7f, 0xff, 0x00, 0x2d]);
+    expect(escape(b)).toBe("a\\x20\\\\\\n\\r\\t=\\x7f\\xff\\x00-");
+    expect(escape(b, Escape.Equal)).toBe("a\\x20\\\\\\n\\r\\t\\x3d\\x7f\\xff\\x00-");
+    expect(escape(b, Escape.NoEscapeSpace)).toBe("a \\\\\\n\\r\\t=\\x7f\\xff\\x00-");
+    expect(escape(Buffer.from("-"), Escape.LoneDash)).toBe("\\x2d");
+    expect(escape(Buffer.from("-"))).toBe("-");
+  });
+  it("unescapes both hex cases and rejects bad escapes", () => {
+    const u = (s: string) => unescape(Buffer.from(s, "latin1"), 0, s.length);
+    expect(u("\\x41\\x6a\\x6A\\n\\\\").toString("latin1")).toBe("Ajj\n\\");
+    for (const bad of ["\\q", "\\X41", "\\", "\\x4", "\\xzz"]) expect(() => u(bad)).toThrow();
+  });
+});
+
+describe("parser rules", () => {
+  it("reads mtime as SEC.NSEC with a plain integer after the dot, negative seconds too", () => {
+    const r = parse(ROOT + "/a 0 100644 1 0 0 0 1.5 - - -\n/b 0 100644 1 0 0 0 -1.999999999 - - -\n/c 0 100644 1 0 0 0 -1.-1 - - -\n");
+    const [a, b, c] = r.entries!.map((e) => e.inode);
+    expect([a!.mtimeSec, a!.mtimeNsec]).toEqual([1n, 5]);
+    expect([b!.mtimeSec, b!.mtimeNsec]).toEqual([-1n, 999999999]);
+    expect([c!.mtimeSec, c!.mtimeNsec]).toEqual([-1n, 4294967295]);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 5 - - -\n")).toMatch(/Invalid integer/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 5. - - -\n")).toMatch(/Invalid integer/);
+  });
+  it("treats `-` as unset and an empty field as empty", () => {
+    const r = parse(ROOT + "/a 1 100644 1 0 0 0 0.0 - \\x2d -\n/b 0 100644 1 0 0 0 0.0   -\n");
+    expect(r.entries![0]!.inode.content!.toString()).toBe("-");
+    expect(r.entries![1]!.inode.payload!.length).toBe(0);
+    expect(r.entries![1]!.inode.content!.length).toBe(0);
+  });
+  it("accepts a line that ends after MTIME and tolerates // in paths", () => {
+    // An empty CONTENT field is empty content, so SIZE must then be 0.
+    expect(err("/ 4096 40755 2 0 0 0 0.0\n")).toMatch(/Invalid content size 0, must match size 4096/);
+    const r = parse("/ 0 40755 2 0 0 0 0.0\n//d 0 40755 2 0 0 0 0.0 - - -\n/d//x 0 100644 1 0 0 0 0.0 - - -\n");
+    expect(r.lookup(Buffer.from("d"))!.inode.lookup(Buffer.from("x"))).toBeDefined();
+  });
+  it("keeps the last value of a repeated xattr and splits at the first =", () => {
+    const r = parse("/ 4096 40755 2 0 0 0 0.0 - - - user.a=1 user.b=x=y user.a=2\n");
+    expect(r.getXattr("user.a")!.toString()).toBe("2");
+    expect(r.getXattr("user.b")!.toString()).toBe("x=y");
+  });
+  it("refuses what upstream refuses", () => {
+    expect(err("")).toMatch(/No files in dump file/);
+    expect(err("/a 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/Root node not present/);
+    expect(err("/ 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/Root must be a directory/);
+    expect(err(ROOT + ROOT)).toMatch(/Can't have multiple roots/);
+    expect(err(ROOT + "/x/y 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/:2: Parent directory missing for \/x\/y/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - -\n/a 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/:3: Path \/a already exist/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - -\n/a/b 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/Parent must be a directory/);
+    expect(err(ROOT + "/a\x00 0 100644 1 0 0 0 0.0 - - -\n")).toMatch(/embedded NUL/);
+    expect(err(ROOT + "/a 3 100644 1 0 0 0 0.0 - ab -\n")).toMatch(/Invalid content size 2, must match size 3/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - - user.a\n")).toMatch(/Missing = in xattr/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - - user.a=1  \n")).toMatch(/Missing = in xattr/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - 0123\n")).toMatch(/Invalid digest/);
+    expect(err(ROOT + "/a 0 @100644 1 0 0 0 0.0 /nothere - -\n")).toMatch(/No target at \/nothere for hardlink/);
+    expect(err(ROOT + "/a 0 @100644 1 0 0 0 0.0 - - -\n")).toMatch(/No target path for the hardlink/);
+    expect(err(ROOT + `/${"n".repeat(256)} 0 100644 1 0 0 0 0.0 - - -\n`)).toMatch(/Can't add child/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - - \\q=1\n")).toMatch(/Unsupported escape type q/);
+  });
+  it("keeps upstream's lenient integers (a bad GID is ignored when UID is not 0)", () => {
+    const r = parse(ROOT + "/a 0 100644 1 5 x 0 0.0 - - -\n");
+    expect(r.entries![0]!.inode.gid).toBe(0);
+    expect(err(ROOT + "/a 0 100644 1 0 x 0 0.0 - - -\n")).toMatch(/Invalid integer x/);
+  });
+  it("resolves hardlink chains and forward references, keeping the target's nlink", () => {
+    const r = parse(ROOT + "/a 0 @100644 0 0 0 0 0.0 /b - -\n/b 0 @100644 0 0 0 0 0.0 /c - -\n/c 5 100644 1 0 0 0 0.0 - hello -\n");
+    const [a, b, c] = r.entries!;
+    expect(a!.hardlink && b!.hardlink && !c!.hardlink).toBe(true);
+    expect(a!.inode).toBe(c!.inode);
+    expect(b!.inode).toBe(c!.inode);
+    expect(c!.inode.nlink).toBe(1);
+  });
+  it("strict mode adds upstream's four rejections", () => {
+    expect(err(ROOT.trimEnd(), true)).toMatch(/Missing trailing newline/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 5 0.0 - - -\n", true)).toMatch(/Non-zero devnum on non-device/);
+    expect(err(ROOT + "/l 3 120777 1 0 0 0 0.0 abcd - -\n", true)).toMatch(/Invalid symlink size 4, must match size 3/);
+    expect(err(ROOT + "/l 4 120777 1 0 0 0 0.0 abcd wxyz -\n", true)).toMatch(/Symlink cannot have content/);
+    expect(() => parse(ROOT + "/a 0 100644 1 0 0 5 0.0 - - -\n/l 3 120777 1 0 0 0 0.0 abcd - -\n")).not.toThrow();
+  });
+});
+
+describe("round trips", () => {
+  for (const name of assetNames()) {
+    it(`parse → write → parse is the identity: ${name}`, () => {
+      const first = dumpfileToString(parseDumpfile(assetDump(name), { strict: !NOT_STRICT.has(name) }));
+      const second = dumpfileToString(parseDumpfile(Buffer.from(first, "latin1"), { strict: true }));
+      expect(second).toBe(first);
+    });
+  }
+});

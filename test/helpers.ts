@@ -1,0 +1,84 @@
+/** Shared test helpers: fixture paths, running the CLI, fsck.erofs, temp dirs. */
+import { execFileSync, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+
+export const ROOT = path.resolve(import.meta.dirname, "..");
+export const FIXTURES = path.join(ROOT, "fixtures");
+export const ASSETS = path.join(FIXTURES, "composefs-assets");
+export const CLI = path.join(ROOT, "bin", "cfsctl");
+
+export const isRoot = process.getuid?.() === 0;
+
+export function tmpdir(prefix = "cfsctl-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface RunResult {
+  status: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export function cfsctl(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): RunResult {
+  const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [CLI, ...args], {
+    input: opts.input,
+    env: { ...process.env, ...opts.env },
+    maxBuffer: 1 << 30,
+  });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString() };
+}
+
+/** The asset files that have an expected image (a .sha256 and the dumpfile). */
+export function assetNames(): string[] {
+  return fs
+    .readdirSync(ASSETS)
+    .filter((f) => f.endsWith(".sha256"))
+    .map((f) => f.slice(0, -".sha256".length))
+    .filter((a) => fs.existsSync(path.join(ASSETS, a)))
+    .sort();
+}
+
+/** Upstream tests/test-checksums.sh parses these without CFS_PARSE_STRICT. */
+export const NOT_STRICT = new Set(["no-newline.dump", "longlink.dump", "honggfuzz-longlink-unterminated.dump"]);
+
+export function assetDump(name: string): Buffer {
+  const raw = fs.readFileSync(path.join(ASSETS, name));
+  return name.endsWith(".gz") ? zlib.gunzipSync(raw) : raw;
+}
+
+export function assetVersion(name: string): number | undefined {
+  const p = path.join(ASSETS, `${name}.version`);
+  return fs.existsSync(p) ? Number(fs.readFileSync(p, "utf8").trim()) : undefined;
+}
+
+export function readText(p: string): string {
+  return fs.readFileSync(p, "utf8");
+}
+
+export function gunzipText(p: string): Buffer {
+  return zlib.gunzipSync(fs.readFileSync(p));
+}
+
+export const hasFsckErofs = spawnSync("fsck.erofs", ["--help"]).error === undefined;
+
+/** fsck.erofs on an image file; throws with its output when it complains. */
+export function fsckErofs(imagePath: string): void {
+  const r = spawnSync("fsck.erofs", [imagePath]);
+  if (r.error) throw new Error(`fsck.erofs not runnable: ${r.error.message}`);
+  if (r.status !== 0) {
+    throw new Error(`fsck.erofs ${imagePath} failed (${r.status}): ${r.stdout}${r.stderr}`);
+  }
+}
+
+export function writeTemp(dir: string, name: string, data: Buffer): string {
+  const p = path.join(dir, name);
+  fs.writeFileSync(p, data);
+  return p;
+}
+
+export function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: "utf8" });
+}

@@ -1,0 +1,122 @@
+/**
+ * The upstream checksum assets: every image cfsctl writes equals the one
+ * mkcomposefs writes (tests/test-checksums.sh), and fsck.erofs accepts it.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseDumpfile } from "../src/dumpfile/parse.js";
+import { imageDigest, writeImage } from "../src/erofs/writer.js";
+import { ASSETS, NOT_STRICT, assetDump, assetNames, assetVersion, cfsctl, fsckErofs, readText, tmpdir } from "./helpers.js";
+
+const work = tmpdir();
+
+describe("mkcomposefs --from-file reproduces the upstream assets", () => {
+  const names = assetNames();
+  it("finds the assets", () => expect(names.length).toBe(12));
+  for (const name of names) {
+    it(name, () => {
+      const v = assetVersion(name);
+      const root = parseDumpfile(assetDump(name), { strict: !NOT_STRICT.has(name), source: name });
+      const { image } = writeImage(root, v === undefined ? {} : { minVersion: v, maxVersion: v });
+      const want = readText(path.join(ASSETS, `${name}.sha256`)).trim().split(/\s+/)[0];
+      expect(createHash("sha256").update(image).digest("hex")).toBe(want);
+      expect(imageDigest(image).toString("hex") + "\n").toBe(readText(path.join(ASSETS, `${name}.digest`)));
+      const p = path.join(work, `${name}.img`);
+      fs.writeFileSync(p, image);
+      fsckErofs(p);
+    });
+  }
+});
+
+describe("the mkcomposefs command", () => {
+  it("writes the image and prints the digest, as upstream", () => {
+    const out = path.join(work, "special.cli.img");
+    const res = cfsctl(["mkcomposefs", "--from-file", "--print-digest", "--min-version=0", "--max-version=0", path.join(ASSETS, "special.dump"), out], {
+      env: { CFS_PARSE_STRICT: "1" },
+    });
+    expect(res.stderr).toBe("");
+    expect(res.status).toBe(0);
+    expect(res.stdout.toString()).toBe(readText(path.join(ASSETS, "special.dump.digest")));
+    const want = readText(path.join(ASSETS, "special.dump.sha256")).trim().split(/\s+/)[0];
+    expect(createHash("sha256").update(fs.readFileSync(out)).digest("hex")).toBe(want);
+    fsckErofs(out);
+  });
+
+  it("reads the dumpfile from stdin and writes the image to stdout", () => {
+    const name = "cs9-x86_64-minimal.dump.gz";
+    const res = cfsctl(["mkcomposefs", "--from-file", "-", "-"], { input: assetDump(name) });
+    expect(res.status).toBe(0);
+    const want = readText(path.join(ASSETS, `${name}.sha256`)).trim().split(/\s+/)[0];
+    expect(createHash("sha256").update(res.stdout).digest("hex")).toBe(want);
+  });
+
+  it("--print-digest-only writes nothing and refuses an IMAGE argument", () => {
+    const res = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", path.join(ASSETS, "bigfile.dump")]);
+    expect(res.status).toBe(0);
+    expect(res.stdout.toString()).toBe(readText(path.join(ASSETS, "bigfile.dump.digest")));
+    const both = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", path.join(ASSETS, "bigfile.dump"), path.join(work, "x")]);
+    expect(both.status).toBe(2);
+    expect(fs.existsSync(path.join(work, "x"))).toBe(false);
+  });
+
+  it("picks format version 1 for whiteouts unless --max-version=0", () => {
+    const dump = "/ 4096 40755 2 0 0 0 0.0 - - -\n/d 4096 40755 2 0 0 0 0.0 - - -\n/d/gone 0 20000 1 0 0 0 0.0 - - -\n";
+    const v1 = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", "-"], { input: dump });
+    expect(v1.stdout.toString()).toBe("5d278fc5517ea036314cb8bd0ffe881ab022183d85e4748b284cd68b93c864bd\n");
+    const out = path.join(work, "v0.img");
+    const v0 = cfsctl(["mkcomposefs", "--from-file", "--max-version=0", "-", out], { input: dump });
+    expect(v0.status).toBe(0);
+    expect(createHash("sha256").update(fs.readFileSync(out)).digest("hex")).toBe(
+      "68cdbbd03000f3e79694d8d00abf8c348a1c2ff9fd60edab9870fc7be4541f6b",
+    );
+    const bad = cfsctl(["mkcomposefs", "--from-file", "--min-version=2", "-", out], { input: dump });
+    expect(bad.status).toBe(1);
+  });
+
+  it("leaves no image behind when the input is bad", () => {
+    const out = path.join(work, "never.img");
+    const res = cfsctl(["mkcomposefs", "--from-file", path.join(ASSETS, "should-fail-too-big.dump"), out]);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toBe("cfsctl: error: cannot write file: File too large\n");
+    expect(fs.readdirSync(work).filter((f) => f.startsWith("never"))).toEqual([]);
+  });
+});
+
+describe("should-fail assets are refused with one line naming the problem", () => {
+  const expected: Record<string, string> = {
+    "should-fail-big-inline.dump": "Inline content size 5004 exceeds maximum 5000",
+    "should-fail-dir-hardlink.dump": "Directories can't be hardlinked",
+    "should-fail-dot-name.dump": "Invalid . or .. in path: /.",
+    "should-fail-dotdot-name.dump": "Invalid . or .. in path: /..",
+    "should-fail-empty-link-name.dump": "Invalid symlink",
+    "should-fail-empty-name.dump": "Can't add child",
+    "should-fail-empty-xattr-key.dump": "Can't set xattr",
+    "should-fail-honggfuzz-long-xattr.dump": "Can't set xattr",
+    "should-fail-long-link.dump": "Invalid symlink",
+    "should-fail-long-xattr-key.dump": "Too many xattrs",
+    "should-fail-long-xattr-value.dump": "Invalid mode 644",
+    "should-fail-no-ftype.dump": "Invalid mode 0",
+    "should-fail-self-hardlink.dump": "Self-referential hardlink /037blockdev",
+    "should-fail-too-big.dump": "cannot write file: File too large",
+  };
+  const files = fs.readdirSync(ASSETS).filter((f) => f.startsWith("should-fail-"));
+  it("has all 14", () => expect(files.sort()).toEqual(Object.keys(expected).sort()));
+  for (const f of files) {
+    for (const strict of [false, true]) {
+      it(`${f}${strict ? " (strict)" : ""}`, () => {
+        const out = path.join(work, `${f}.img`);
+        const res = cfsctl(["mkcomposefs", "--from-file", path.join(ASSETS, f), out], { env: strict ? { CFS_PARSE_STRICT: "1" } : {} });
+        expect(res.status).toBe(1);
+        const lines = res.stderr.split("\n").filter((l) => l.length > 0);
+        expect(lines.length).toBe(1);
+        expect(lines[0]).toMatch(/^cfsctl: error: /);
+        // Strict parsing stops earlier at a missing final newline.
+        const unterminated = !fs.readFileSync(path.join(ASSETS, f)).toString("latin1").endsWith("\n");
+        expect(lines[0]).toContain(strict && unterminated ? "Missing trailing newline" : expected[f]);
+        expect(fs.existsSync(out)).toBe(false);
+      });
+    }
+  }
+});
