@@ -1,0 +1,202 @@
+/**
+ * Scanning directories: `mkcomposefs DIR` against the digests upstream
+ * recorded for the generated tree, and the container-image rules of
+ * compute-id / create-dumpfile, one by one.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import zlib from "node:zlib";
+import * as xattr from "fs-xattr";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseDumpfile } from "../src/dumpfile/parse.js";
+import { FIXTURES, cfsctl, fsckErofs, isRoot, tmpdir } from "./helpers.js";
+
+const TREES = path.join(FIXTURES, "trees");
+const work = tmpdir();
+
+interface Variant {
+  name: string;
+  flags: string[];
+  digest: string;
+  sha256: string;
+}
+const variants: Variant[] = fs
+  .readFileSync(path.join(TREES, "visible", "digests.tsv"), "utf8")
+  .trim()
+  .split("\n")
+  .slice(1)
+  .map((l) => {
+    const [name, flags, digest, sha256] = l.split("\t");
+    return { name: name!, flags: flags ? flags.split(" ") : [], digest: digest!, sha256: sha256! };
+  });
+
+if (!isRoot) console.log("generated-tree tests skipped: gen-tree.sh needs root (mknod, chown, trusted.* xattrs)");
+
+describe.skipIf(!isRoot)("mkcomposefs DIR on the generated tree", () => {
+  const tree = path.join(work, "visible");
+  beforeAll(() => {
+    execFileSync("bash", [path.join(TREES, "gen-tree.sh"), tree, "visible"], { stdio: "pipe" });
+  }, 120_000);
+
+  it("has the variants", () => expect(variants.map((v) => v.name)).toContain("skip-devices"));
+  for (const v of variants) {
+    it(`${v.name}: digest and image bytes`, () => {
+      const only = cfsctl(["mkcomposefs", ...v.flags, "--print-digest-only", tree]);
+      expect(only.stderr).toBe("");
+      expect(only.stdout.toString()).toBe(v.digest + "\n");
+      const img = path.join(work, `${v.name}.img`);
+      const res = cfsctl(["mkcomposefs", ...v.flags, "--print-digest", tree, img]);
+      expect(res.status).toBe(0);
+      expect(res.stdout.toString()).toBe(v.digest + "\n");
+      expect(createHash("sha256").update(fs.readFileSync(img)).digest("hex")).toBe(v.sha256);
+      fsckErofs(img);
+    });
+  }
+
+  it("the default image equals upstream's byte for byte", () => {
+    const want = zlib.gunzipSync(fs.readFileSync(path.join(TREES, "visible", "default.cfs.gz")));
+    const img = path.join(work, "default-again.img");
+    expect(cfsctl(["mkcomposefs", tree, img]).status).toBe(0);
+    expect(fs.readFileSync(img).equals(want)).toBe(true);
+  });
+
+  it("--digest-store holds exactly the image's objects", () => {
+    const store = path.join(work, "store");
+    const img = path.join(work, "stored.img");
+    const res = cfsctl(["mkcomposefs", `--digest-store=${store}`, "--threads=1", tree, img]);
+    expect(res.stderr).toBe("");
+    const listed = fs.readFileSync(path.join(TREES, "visible", "default.objects"), "utf8").trim().split("\n").sort();
+    const found: string[] = [];
+    for (const d of fs.readdirSync(store)) for (const f of fs.readdirSync(path.join(store, d))) found.push(`${d}/${f}`);
+    expect(found.sort()).toEqual(listed);
+    // Each object is its file's content: its fs-verity digest is its name.
+    const measured = cfsctl(["info", "measure-file", ...listed.slice(0, 5).map((o) => path.join(store, o))]);
+    expect(measured.stdout.toString()).toBe(listed.slice(0, 5).map((o) => o.replace("/", "") + "\n").join(""));
+  });
+
+  it("--skip-xattrs with --user-xattrs is refused as upstream does", () => {
+    const res = cfsctl(["mkcomposefs", "--skip-xattrs", "--user-xattrs", "--print-digest-only", tree]);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toMatch(/^cfsctl: error: error accessing .*: Invalid argument\n$/);
+  });
+
+  it("compute-id is the digest of create-dumpfile's tree, and stable", () => {
+    const id1 = cfsctl(["compute-id", tree]);
+    expect(id1.status).toBe(0);
+    const id2 = cfsctl(["compute-id", tree]);
+    expect(id2.stdout.toString()).toBe(id1.stdout.toString());
+    const dump = cfsctl(["create-dumpfile", tree]);
+    expect(dump.status).toBe(0);
+    const fromDump = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", "-"], { input: dump.stdout, env: { CFS_PARSE_STRICT: "1" } });
+    expect(fromDump.stdout.toString()).toBe(id1.stdout.toString());
+    // The tree has hardlinks: the container rules keep them.
+    const root = parseDumpfile(dump.stdout);
+    expect(dump.stdout.toString().split("\n").filter((l) => / @\d/.test(l)).length).toBeGreaterThan(0);
+    void root;
+  });
+});
+
+describe("container-image rules", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = path.join(work, "rules");
+    fs.mkdirSync(path.join(dir, "sub"), { recursive: true });
+    fs.writeFileSync(path.join(dir, "sub", "small"), "tiny\n");
+    fs.writeFileSync(path.join(dir, "big"), Buffer.alloc(10000, 7));
+    fs.linkSync(path.join(dir, "big"), path.join(dir, "sub", "big-link"));
+    fs.symlinkSync("sub/small", path.join(dir, "link"));
+    fs.chmodSync(dir, 0o700);
+    fs.utimesSync(path.join(dir, "sub", "small"), 1000, 1_600_000_123.75);
+    fs.utimesSync(path.join(dir, "big"), 1000, 1_500_000_000.5);
+    fs.lutimesSync(path.join(dir, "link"), 1000, 1_300_000_000);
+    fs.utimesSync(path.join(dir, "sub"), 1000, 1_400_000_000.25);
+    fs.utimesSync(dir, 1000, 1_700_000_000.5); // the root's own mtime never counts
+    if (isRoot) xattr.setAttributeSync(dir, "user.rootattr", "x");
+    xattr.setAttributeSync(path.join(dir, "big"), "user.kept", "yes");
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const dumpOf = (args: string[] = []): Map<string, string[]> => {
+    const res = cfsctl(["create-dumpfile", ...args, dir]);
+    expect(res.stderr).toBe("");
+    expect(res.status).toBe(0);
+    const m = new Map<string, string[]>();
+    for (const line of res.stdout.toString().trim().split("\n")) {
+      const f = line.split(" ");
+      m.set(f[0]!, f);
+    }
+    return m;
+  };
+
+  it("root is root:root 0555 with the newest other mtime in whole seconds and no xattrs", () => {
+    const d = dumpOf();
+    const root = d.get("/")!;
+    expect(root[2]).toBe("40555");
+    expect([root[4], root[5]]).toEqual(["0", "0"]);
+    expect(root[7]).toBe("1600000123.0");
+    expect(root.length).toBe(11);
+  });
+  it("mtimes are whole seconds; other xattrs are kept", () => {
+    const d = dumpOf();
+    expect(d.get("/sub/small")![7]).toBe("1600000123.0");
+    expect(d.get("/big")![7]).toBe("1500000000.0");
+    expect(d.get("/big")!.slice(11)).toEqual(["user.kept=yes"]);
+  });
+  it("hardlinks stay one inode with the right nlink", () => {
+    const d = dumpOf();
+    expect(d.get("/big")![3]).toBe("2");
+    expect(d.get("/sub/big-link")![2]).toBe("@100644");
+    expect(d.get("/sub/big-link")![8]).toBe("/big");
+  });
+  it("without a policy security.selinux is dropped; --selinux off keeps it", () => {
+    if (!isRoot) return console.log("security.selinux part skipped: needs root to set it");
+    xattr.setAttributeSync(path.join(dir, "sub", "small"), "security.selinux", Buffer.from("system_u:object_r:etc_t:s0\0"));
+    try {
+      expect(dumpOf().get("/sub/small")!.slice(11)).toEqual([]);
+      expect(dumpOf(["--selinux", "off"]).get("/sub/small")!.slice(11)).toEqual(["security.selinux=system_u:object_r:etc_t:s0\\x00"]);
+    } finally {
+      xattr.removeAttributeSync(path.join(dir, "sub", "small"), "security.selinux");
+    }
+  });
+  it("an empty tree gets root mtime 0", () => {
+    const empty = path.join(work, "empty");
+    fs.mkdirSync(empty);
+    const res = cfsctl(["create-dumpfile", empty]);
+    expect(res.stdout.toString()).toBe("/ 0 40555 2 0 0 0 0.0 - - -\n");
+  });
+});
+
+describe("bad directories", () => {
+  it("a missing DIR is a one-line error", () => {
+    for (const cmd of [["compute-id"], ["create-dumpfile"], ["mkcomposefs", "--print-digest-only"]]) {
+      const res = cfsctl([...cmd, path.join(work, "nope")]);
+      expect(res.status).toBe(1);
+      expect(res.stderr).toMatch(/^cfsctl: error: .*nope: No such file or directory\n$/);
+    }
+  });
+  it("a file instead of a directory is refused", () => {
+    const f = path.join(work, "plain");
+    fs.writeFileSync(f, "x");
+    const res = cfsctl(["compute-id", f]);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toMatch(/Not a directory/);
+  });
+  it.skipIf(!isRoot)("a tmpfs mounted inside is refused, naming the mount point", () => {
+    const d = path.join(work, "withmount");
+    const m = path.join(d, "inner", "mnt");
+    fs.mkdirSync(m, { recursive: true });
+    const r = spawnSync("mount", ["-t", "tmpfs", "tmpfs", m]);
+    if (r.status !== 0) return console.log(`tmpfs mount refused: ${r.stderr}`);
+    try {
+      for (const cmd of [["compute-id"], ["mkcomposefs", "--print-digest-only"]]) {
+        const res = cfsctl([...cmd, d]);
+        expect(res.status).toBe(1);
+        expect(res.stderr).toContain(`${m}: a mount point`);
+      }
+    } finally {
+      spawnSync("umount", [m]);
+    }
+  });
+});
