@@ -87,6 +87,9 @@ function cstr(b: Buffer): Buffer {
   return z < 0 ? b : b.subarray(0, z);
 }
 
+/** Start and end of the eleven fixed fields of the line being parsed. */
+const FIELDS = new Int32Array(22);
+
 function isDot(name: Buffer): boolean {
   return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
 }
@@ -146,7 +149,9 @@ export class DumpfileParser {
 
   private parseLineChecked(data: Buffer, start: number, end: number): void {
     try {
-      this.parseLine(data, start, end);
+      // Work on the line alone: every search below stays within it.
+      const line = data.subarray(start, end);
+      this.parseLine(line, 0, line.length);
     } catch (e) {
       if (e instanceof DumpSyntaxError) this.fail(e.message);
       throw e;
@@ -177,7 +182,7 @@ export class DumpfileParser {
       this.fail(`Invalid embedded NUL character at position ${nul - start}`);
     }
     // Eleven fixed fields, each cut at the next single space.
-    const fs: number[] = new Array(22);
+    const fs = FIELDS;
     let p = start;
     for (let f = 0; f < 11; f++) {
       const sp = p < end ? buf.indexOf(0x20, p) : -1;
@@ -225,7 +230,8 @@ export class DumpfileParser {
 
     if (isHardlink) {
       if (inode.isDir()) this.fail("Directories can't be hardlinked");
-      this.fixups.push({ ent: ent!, path, target: optional(8) === null ? null : cstr(optional(8)!), line: this.lineNo });
+      const target = optional(8);
+      this.fixups.push({ ent: ent!, path, target: target === null ? null : cstr(target), line: this.lineNo });
       return;
     }
 
@@ -278,7 +284,7 @@ export class DumpfileParser {
     if (type === S_IFLNK) {
       const target = payload === null ? null : cstr(payload);
       if (target === null || target.length === 0 || target.length >= PATH_MAX) this.fail("Invalid symlink");
-      inode.payload = Buffer.from(target);
+      inode.payload = target;
       inode.size = BigInt(target.length);
       if (this.strict) {
         if (size !== BigInt(target.length)) {
@@ -290,13 +296,13 @@ export class DumpfileParser {
       if (payload !== null) {
         const pl = cstr(payload);
         if (pl.length >= PATH_MAX) this.fail("Invalid payload");
-        inode.payload = Buffer.from(pl);
+        inode.payload = pl;
       }
       if (content !== null) {
         if (content.length > DUMP_INLINE_CONTENT_MAX) {
           this.fail(`Inline content size ${content.length} exceeds maximum ${DUMP_INLINE_CONTENT_MAX}`);
         }
-        inode.content = Buffer.from(content);
+        inode.content = content;
       }
     }
 
@@ -315,7 +321,7 @@ export class DumpfileParser {
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
       const key = cstr(unescape(buf, p, eq));
       const value = unescape(buf, eq + 1, sp);
-      if (!inode.setXattr(Buffer.from(key), Buffer.from(value))) this.fail("Can't set xattr");
+      if (!inode.setXattr(key, value)) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
     }
@@ -348,7 +354,7 @@ export class DumpfileParser {
     if (!parentIsDir) this.fail(`Parent must be a directory for ${printable(path)}`);
     if (isDot(name)) this.fail(`Invalid . or .. in path: ${printable(path)}`);
     if (name.length === 0 || name.length > MAX_NAME_LENGTH) this.fail("Can't add child");
-    const nameCopy = Buffer.from(name);
+    const nameCopy = name;
     if (!dir!.addEntry(nameCopy, inode, isHardlink)) this.fail(`Path ${printable(path)} already exist`);
     return dir!.lookup(nameCopy)!;
   }

@@ -121,9 +121,11 @@ export function chunking(size: bigint): { chunkBits: number; chunkCount: number 
 }
 
 /** Split an xattr key into (prefix index, suffix) as the writer does. */
+const PREFIX_BYTES = XATTR_PREFIXES.map(([p, i]) => [Buffer.from(p, "latin1"), i] as const);
+
 export function xattrKeyIndex(key: Buffer): { index: number; suffix: Buffer } {
-  for (const [prefix, index] of XATTR_PREFIXES) {
-    if (key.length >= prefix.length && key.toString("latin1", 0, prefix.length) === prefix) {
+  for (const [prefix, index] of PREFIX_BYTES) {
+    if (key.length >= prefix.length && key.compare(prefix, 0, prefix.length, 0, prefix.length) === 0) {
       return { index, suffix: key.subarray(prefix.length) };
     }
   }

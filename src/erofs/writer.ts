@@ -18,7 +18,9 @@
 import { CfsError } from "../util/errors.js";
 import { FsVerityHasher } from "../fsverity/digest.js";
 import {
+  EXTERNAL_XATTR_BUDGET,
   Inode,
+  setXattrBudgeted,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -117,7 +119,6 @@ const OVERLAY_ESCAPED_PREFIX_B = B(OVERLAY_ESCAPED_PREFIX);
 const EMPTY = Buffer.alloc(0);
 const DOT = B(".");
 const DOTDOT = B("..");
-const SLASH = B("/");
 
 /** An inode as it will be written: the rewritten copy of a tree inode. */
 class WNode {
@@ -125,11 +126,13 @@ class WNode {
   size: bigint;
   nlink: number;
   /** Rewritten xattrs, with upstream's running budget estimate. */
-  readonly x: Inode;
+  xattrs: Xattr[];
+  budget: number;
   index = 0;
   dirents: WDirent[] = [];
-  /** Per xattr (in sorted order): byte offset in the shared table, or -1. */
-  shared: number[] = [];
+  /** Per xattr (in sorted order): its pair, and whether this inode refers to it as shared. */
+  pairs: XattrPair[] = [];
+  shared: boolean[] = [];
   nBlocks = 0;
   tail = 0;
   compact = false;
@@ -148,9 +151,9 @@ class WNode {
     this.mode = src.mode;
     this.size = src.size;
     this.nlink = src.nlink;
-    this.x = new Inode(S_IFREG);
-    this.x.xattrs = src.xattrs.map((a) => ({ key: a.key, value: a.value }));
-    this.x.xattrBudgetUsed = src.xattrBudgetUsed;
+    // Copied on first change (most inodes keep their xattrs as they are).
+    this.xattrs = src.xattrs;
+    this.budget = src.xattrBudgetUsed;
   }
 
   get type(): number {
@@ -171,8 +174,16 @@ interface WDirent {
   link?: boolean;
 }
 
+function ownXattrs(n: WNode): Xattr[] {
+  if (n.xattrs === n.src.xattrs) n.xattrs = n.src.xattrs.map((a) => ({ key: a.key, value: a.value }));
+  return n.xattrs;
+}
+
+/** lcfs_node_set_xattr on the rewritten copy, with the same budget. */
 function setX(n: WNode, key: Buffer, value: Buffer): void {
-  if (!n.x.setXattr(key, value)) throw new CfsError("cannot write file: Numerical result out of range");
+  const used = setXattrBudgeted(ownXattrs(n), n.budget, key, value, EXTERNAL_XATTR_BUDGET);
+  if (used < 0) throw new CfsError("cannot write file: Numerical result out of range");
+  n.budget = used;
 }
 
 function fileType(mode: number): number {
@@ -223,9 +234,12 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
     throw new CfsError("cannot write file: File too large");
   }
   // Escape trusted.overlay.* in place; upstream does not update the budget.
-  for (const a of n.x.xattrs) {
-    if (a.key.length >= OVERLAY_PREFIX_B.length && a.key.subarray(0, OVERLAY_PREFIX_B.length).equals(OVERLAY_PREFIX_B)) {
-      a.key = Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, a.key.subarray(OVERLAY_PREFIX_B.length)]);
+  const plen = OVERLAY_PREFIX_B.length;
+  for (let i = 0; i < n.xattrs.length; i++) {
+    const k = n.xattrs[i]!.key;
+    if (k.length >= plen && k.compare(OVERLAY_PREFIX_B, 0, plen, 0, plen) === 0) {
+      const xs = ownXattrs(n);
+      xs[i]!.key = Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, k.subarray(plen)]);
     }
   }
   if (n.isExternal()) {
@@ -233,7 +247,7 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
     const d = n.src.digest;
     if (d) {
       // struct ovl_metacopy: version 0, length, flags 0, hash algorithm, digest.
-      value = Buffer.alloc(4 + d.length);
+      value = Buffer.allocUnsafe(4 + d.length);
       value[0] = 0;
       value[1] = value.length;
       value[2] = 0;
@@ -242,7 +256,12 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
     }
     setX(n, K_METACOPY, value);
     const p = n.src.payload;
-    if (p && p.length > 0) setX(n, K_REDIRECT, Buffer.concat([SLASH, p]));
+    if (p && p.length > 0) {
+      const r = Buffer.allocUnsafe(1 + p.length);
+      r[0] = 0x2f;
+      p.copy(r, 1);
+      setX(n, K_REDIRECT, r);
+    }
   }
   if (isWhiteout(n.src)) {
     const parent = n.parent!;
@@ -281,6 +300,11 @@ function rootWhiteouts(root: Inode): Array<{ name: Buffer; inode: Inode }> {
   return out;
 }
 
+function isSorted(xs: Xattr[]): boolean {
+  for (let i = 1; i < xs.length; i++) if (Buffer.compare(xs[i - 1]!.key, xs[i]!.key) > 0) return false;
+  return true;
+}
+
 function cmpXattr(a: Xattr, b: Xattr): number {
   return Buffer.compare(a.key, b.key);
 }
@@ -293,8 +317,96 @@ function cmpShared(a: Xattr, b: Xattr): number {
   return Buffer.compare(b.value, a.value);
 }
 
-function pairKey(a: Xattr): string {
-  return a.key.toString("latin1") + "\u0000" + a.value.toString("latin1");
+/**
+ * Finds the distinct (key, value) pairs of an image: hashed on the bytes,
+ * compared exactly on a hash hit.
+ */
+class PairTable {
+  private readonly byHash = new Map<number, XattrPair | XattrPair[]>();
+  readonly all: XattrPair[] = [];
+
+  get(x: Xattr): XattrPair {
+    const h = hashBytes(x.value, hashBytes(x.key, 0x811c9dc5));
+    const hit = this.byHash.get(h);
+    if (hit === undefined) {
+      const e = newPair(x);
+      this.byHash.set(h, e);
+      this.all.push(e);
+      return e;
+    }
+    const list = Array.isArray(hit) ? hit : [hit];
+    for (const e of list) if (e.x.key.equals(x.key) && e.x.value.equals(x.value)) return e;
+    const e = newPair(x);
+    list.push(e);
+    this.byHash.set(h, list);
+    this.all.push(e);
+    return e;
+  }
+}
+
+/** FNV-1a, 32 bits. */
+function hashBytes(b: Uint8Array, h: number): number {
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return Math.imul(h ^ b.length, 0x01000193) >>> 0;
+}
+
+/** One distinct (key, value) pair of the image, with its encoding worked out once. */
+interface XattrPair {
+  x: Xattr;
+  count: number;
+  /** Offset in the shared table, or -1. */
+  offset: number;
+  index: number;
+  suffix: Buffer;
+  /** Encoded entry size (4-byte aligned). */
+  size: number;
+  /** Bit of the inode name filter. */
+  filterBit: number;
+}
+
+const keyInfo = new Map<string, { index: number; suffixStart: number; filterBit: number }>();
+
+function newPair(x: Xattr): XattrPair {
+  const ks = x.key.toString("latin1");
+  let ki = keyInfo.get(ks);
+  if (!ki) {
+    const { index, suffix } = xattrKeyIndex(x.key);
+    ki = {
+      index,
+      suffixStart: x.key.length - suffix.length,
+      filterBit: xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1),
+    };
+    if (keyInfo.size < 4096) keyInfo.set(ks, ki);
+  }
+  const suffix = x.key.subarray(ki.suffixStart);
+  return {
+    x,
+    count: 0,
+    offset: -1,
+    index: ki.index,
+    suffix,
+    size: xattrEntrySize(suffix.length, x.value.length),
+    filterBit: ki.filterBit,
+  };
+}
+
+/**
+ * Insert `.` and `..` among sorted entries without comparing every name:
+ * a name sorts before "." only if its first byte is below '.', and before
+ * ".." only if it also starts with '.' and its second byte is below '.'.
+ */
+function placeDots(sorted: WDirent[], self: WNode, parent: WNode): WDirent[] {
+  let i = 0;
+  while (i < sorted.length && sorted[i]!.name[0]! < 0x2e) i++;
+  let j = i;
+  while (j < sorted.length && sorted[j]!.name[0] === 0x2e && sorted[j]!.name.length > 1 && sorted[j]!.name[1]! < 0x2e) j++;
+  return [
+    ...sorted.slice(0, i),
+    { name: DOT, target: self, link: true },
+    ...sorted.slice(i, j),
+    { name: DOTDOT, target: parent, link: true },
+    ...sorted.slice(j),
+  ];
 }
 
 /** Build, rewrite and order the inodes breadth-first (lcfs_compute_tree). */
@@ -316,10 +428,7 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
       for (const w of ws) extra.add(w.inode);
       ents = [...ents, ...ws.map((w) => ({ ...w, hardlink: false }))].sort((a, b) => Buffer.compare(a.name, b.name));
     }
-    const dirents: WDirent[] = [
-      { name: DOT, target: n },
-      { name: DOTDOT, target: n.parent! },
-    ];
+    const dirents: WDirent[] = [];
     for (const e of ents) {
       if (e.hardlink) {
         const d: WDirent = { name: e.name, target: n, link: true };
@@ -333,8 +442,7 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
       order.push(child);
       dirents.push({ name: e.name, target: child });
     }
-    dirents.sort((a, b) => Buffer.compare(a.name, b.name));
-    n.dirents = dirents;
+    n.dirents = placeDots(dirents, n, n.parent!);
   }
   setX(wroot, K_OPAQUE, B("y"));
   // Hardlink entries point at the inode laid out at its primary entry.
@@ -450,8 +558,11 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
       }
       n.nlink = nlink;
     }
-    const xs = n.x.xattrs;
-    if (xs.length > 1) xs.sort(cmpXattr);
+    let xs = n.xattrs;
+    if (xs.length > 1 && !isSorted(xs)) {
+      if (xs === n.src.xattrs) xs = n.xattrs = xs.slice();
+      xs.sort(cmpXattr);
+    }
     const s = n.src;
     if (s.mtimeSec < minSec || (s.mtimeSec === minSec && s.mtimeNsec < minNsec)) {
       minSec = s.mtimeSec;
@@ -461,21 +572,21 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   }
 
   // Shared xattrs: every (key, value) pair used by two or more inodes.
-  const counts = new Map<string, { x: Xattr; count: number; offset: number }>();
+  const pairs = new PairTable();
   for (const n of nodes) {
-    for (const a of n.x.xattrs) {
-      const k = pairKey(a);
-      const e = counts.get(k);
-      if (e) e.count++;
-      else counts.set(k, { x: a, count: 1, offset: -1 });
+    const xs = n.xattrs;
+    n.pairs = new Array<XattrPair>(xs.length);
+    for (let i = 0; i < xs.length; i++) {
+      const e = pairs.get(xs[i]!);
+      e.count++;
+      n.pairs[i] = e;
     }
   }
-  const sharedList = [...counts.values()].filter((e) => e.count > 1).sort((a, b) => cmpShared(a.x, b.x));
+  const sharedList = pairs.all.filter((e) => e.count > 1).sort((a, b) => cmpShared(a.x, b.x));
   let sharedSize = 0;
   for (const e of sharedList) {
     e.offset = sharedSize;
-    const { suffix } = xattrKeyIndex(e.x.key);
-    sharedSize += xattrEntrySize(suffix.length, e.x.value.length);
+    sharedSize += e.size;
   }
 
   // compute_erofs_inodes: placement.
@@ -494,15 +605,15 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     let nShared = 0;
     let unsharedSize = 0;
-    n.shared = n.x.xattrs.map((a) => {
-      const e = counts.get(pairKey(a))!;
-      if (e.count > 1 && nShared < MAX_SHARED_REFS) {
-        nShared++;
-        return e.offset;
-      }
-      unsharedSize += xattrEntrySize(xattrKeyIndex(a.key).suffix.length, a.value.length);
-      return -1;
-    });
+    n.shared = new Array<boolean>(n.pairs.length);
+    for (let i = 0; i < n.pairs.length; i++) {
+      const e = n.pairs[i]!;
+      // At most 128 shared references per inode; the rest are written inline.
+      const sh = e.count > 1 && nShared < MAX_SHARED_REFS;
+      n.shared[i] = sh;
+      if (sh) nShared++;
+      else unsharedSize += e.size;
+    }
     n.xattrSize = nShared === 0 && unsharedSize === 0 ? 0 : roundUp(XATTR_IBODY_HEADER_SIZE + 4 * nShared + unsharedSize, 4);
     if (n.xattrSize > 0 && (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) {
       throw new CfsError("cannot write file: Invalid argument (too many xattrs)");
@@ -554,7 +665,7 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
 
   // Shared xattr table.
   let off = inodesEnd;
-  for (const e of sharedList) off = writeXattrEntry(img, off, e.x);
+  for (const e of sharedList) off = writeXattrEntry(img, off, e);
 
   // Data blocks.
   let block = dataStart;
@@ -579,14 +690,13 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   return { image: img, version };
 }
 
-function writeXattrEntry(img: Buffer, off: number, a: Xattr): number {
-  const { index, suffix } = xattrKeyIndex(a.key);
-  img[off] = suffix.length;
-  img[off + 1] = index;
-  img.writeUInt16LE(a.value.length, off + 2);
-  suffix.copy(img, off + 4);
-  a.value.copy(img, off + 4 + suffix.length);
-  return off + xattrEntrySize(suffix.length, a.value.length);
+function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
+  img[off] = e.suffix.length;
+  img[off + 1] = e.index;
+  img.writeUInt16LE(e.x.value.length, off + 2);
+  e.suffix.copy(img, off + 4);
+  e.x.value.copy(img, off + 4 + e.suffix.length);
+  return off + e.size;
 }
 
 function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number): void {
@@ -609,10 +719,7 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
 
 function xattrFilter(n: WNode): number {
   let bits = 0;
-  for (const a of n.x.xattrs) {
-    const { index, suffix } = xattrKeyIndex(a.key);
-    bits |= 1 << (xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1));
-  }
+  for (const e of n.pairs) bits |= 1 << e.filterBit;
   return ~bits >>> 0;
 }
 
@@ -657,19 +764,18 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () =
   });
   let p = n.offset + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
-    const xs = n.x.xattrs;
     img.writeUInt32LE(xattrFilter(n), p);
     let nShared = 0;
-    for (const o of n.shared) if (o >= 0) nShared++;
+    for (const sh of n.shared) if (sh) nShared++;
     img[p + 4] = nShared;
     p += XATTR_IBODY_HEADER_SIZE;
-    for (const o of n.shared) {
-      if (o >= 0) {
-        img.writeUInt32LE((sharedBase + o) / 4, p);
+    for (let i = 0; i < n.pairs.length; i++) {
+      if (n.shared[i]) {
+        img.writeUInt32LE((sharedBase + n.pairs[i]!.offset) / 4, p);
         p += 4;
       }
     }
-    for (let i = 0; i < xs.length; i++) if (n.shared[i]! < 0) p = writeXattrEntry(img, p, xs[i]!);
+    for (let i = 0; i < n.pairs.length; i++) if (!n.shared[i]) p = writeXattrEntry(img, p, n.pairs[i]!);
   }
   // The inline tail.
   if (type === S_IFDIR) {

@@ -101,23 +101,16 @@ export class Inode {
    * the first also the 12-byte header. Returns false when over budget.
    */
   setXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
-    if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return false;
-    this.removeXattr(key);
-    let cost = 7 + key.length + value.length;
-    if (this.xattrs.length === 0) cost += 12;
-    if (this.xattrBudgetUsed + cost > budget) return false;
-    this.xattrs.push({ key, value });
-    this.xattrBudgetUsed += cost;
+    const used = setXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
+    if (used < 0) return false;
+    this.xattrBudgetUsed = used;
     return true;
   }
 
   removeXattr(key: Buffer): boolean {
-    const i = this.xattrs.findIndex((x) => x.key.equals(key));
-    if (i < 0) return false;
-    const old = this.xattrs[i]!;
-    this.xattrs.splice(i, 1);
-    this.xattrBudgetUsed =
-      this.xattrs.length === 0 ? 0 : this.xattrBudgetUsed - (7 + old.key.length + old.value.length);
+    const used = removeXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key);
+    if (used < 0) return false;
+    this.xattrBudgetUsed = used;
     return true;
   }
 
@@ -146,6 +139,34 @@ export class Inode {
     ents.splice(-i - 1, 0, { name, inode, hardlink });
     return true;
   }
+}
+
+/**
+ * Remove an xattr from a list; returns the new budget estimate, or -1 if it
+ * was not there. Upstream subtracts 7 + len(key) + len(value), or resets to 0
+ * when the last one goes.
+ */
+export function removeXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer): number {
+  const i = xattrs.findIndex((x) => x.key.equals(key));
+  if (i < 0) return -1;
+  const old = xattrs[i]!;
+  xattrs.splice(i, 1);
+  return xattrs.length === 0 ? 0 : used - (7 + old.key.length + old.value.length);
+}
+
+/**
+ * Set or replace an xattr in a list under upstream's budget; returns the new
+ * estimate, or -1 when the key or value is invalid or the budget is exceeded.
+ */
+export function setXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
+  if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return -1;
+  const after = removeXattrBudgeted(xattrs, used, key);
+  if (after >= 0) used = after;
+  let cost = 7 + key.length + value.length;
+  if (xattrs.length === 0) cost += 12;
+  if (used + cost > budget) return -1;
+  xattrs.push({ key, value });
+  return used + cost;
 }
 
 /** Index of name, or -(insertion point) - 1. */
