@@ -31,25 +31,34 @@ export interface ParseOptions {
 }
 
 const U64_MASK = (1n << 64n) - 1n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /**
  * strtoull(3) on buf[start,end): optional leading white space and sign, then
- * digits of the base. Returns [value, ok]; ok is false when nothing was
- * parsed or characters remain (the value then is what strtoull returned).
+ * digits of the base. The value is returned as a number when it is below
+ * 2^53, else as NOT_SMALL with the value in `bigValue`; `parsedAll` tells
+ * whether the whole field was a number (upstream's "Invalid integer" test).
  */
-function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): [bigint, boolean] {
-  let i = start;
-  // Fast path: plain decimal digits.
-  if (base === 10 && end - start > 0 && end - start <= 15) {
+const NOT_SMALL = -1;
+let bigValue = 0n;
+let parsedAll = true;
+
+function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): number {
+  const len = end - start;
+  if (len > 0 && len <= 15) {
     let v = 0;
     let j = start;
     for (; j < end; j++) {
       const d = buf[j]! - 0x30;
-      if (d < 0 || d > 9) break;
-      v = v * 10 + d;
+      if (d < 0 || d >= base) break;
+      v = v * base + d;
     }
-    if (j === end) return [BigInt(v), true];
+    if (j === end) {
+      parsedAll = true;
+      return v;
+    }
   }
+  let i = start;
   while (i < end && (buf[i] === 0x20 || (buf[i]! >= 0x09 && buf[i]! <= 0x0d))) i++;
   let neg = false;
   if (i < end && (buf[i] === 0x2b || buf[i] === 0x2d)) {
@@ -66,10 +75,21 @@ function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): [bigin
     v = v * b + BigInt(d);
     if (v > U64_MASK) overflow = true;
   }
-  if (i === digitsStart) return [0n, false]; // no conversion: endptr = start
+  if (i === digitsStart) {
+    parsedAll = false; // no conversion: endptr = start
+    return 0;
+  }
   if (overflow) v = U64_MASK;
   else if (neg) v = (-v) & U64_MASK;
-  return [v, i === end];
+  parsedAll = i === end;
+  if (v <= MAX_SAFE) return Number(v);
+  bigValue = v;
+  return NOT_SMALL;
+}
+
+/** The low 32 bits of a strtoull result. */
+function low32(n: number): number {
+  return n === NOT_SMALL ? Number(bigValue & 0xffffffffn) : n % 4294967296;
 }
 
 interface HardlinkFixup {
@@ -87,8 +107,42 @@ function cstr(b: Buffer): Buffer {
   return z < 0 ? b : b.subarray(0, z);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** Start and end of the eleven fixed fields of the line being parsed. */
 const FIELDS = new Int32Array(22);
+
+/** An optional field: `-` is unset (null), anything else is unescaped. */
+function optionalField(buf: Buffer, f: number): Buffer | null {
+  const s = FIELDS[2 * f]!;
+  const e = FIELDS[2 * f + 1]!;
+  if (e - s === 1 && buf[s] === 0x2d) return null;
+  return unescape(buf, s, e);
+}
+
+function intError(buf: Buffer, s: number, e: number): string {
+  return `Invalid integer ${buf.toString("latin1", s, e)}`;
+}
+
+function hexNibble(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  c |= 0x20;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  return -1;
+}
+
+/** Exactly 64 hex digits, either case, to 32 bytes; null otherwise. */
+function parseDigest(f: Buffer): Buffer | null {
+  if (f.length !== 64) return null;
+  const out = Buffer.allocUnsafe(32);
+  for (let i = 0; i < 32; i++) {
+    const hi = hexNibble(f[2 * i]!);
+    const lo = hexNibble(f[2 * i + 1]!);
+    if (hi < 0 || lo < 0) return null;
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
+}
 
 function isDot(name: Buffer): boolean {
   return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
@@ -182,45 +236,36 @@ export class DumpfileParser {
       this.fail(`Invalid embedded NUL character at position ${nul - start}`);
     }
     // Eleven fixed fields, each cut at the next single space.
-    const fs = FIELDS;
+    const F = FIELDS;
     let p = start;
-    for (let f = 0; f < 11; f++) {
+    for (let f = 0; f < 22; f += 2) {
       const sp = p < end ? buf.indexOf(0x20, p) : -1;
-      if (sp < 0 || sp >= end) {
-        fs[2 * f] = p;
-        fs[2 * f + 1] = end;
+      F[f] = p;
+      if (sp < 0) {
+        F[f + 1] = end;
         p = end;
       } else {
-        fs[2 * f] = p;
-        fs[2 * f + 1] = sp;
+        F[f + 1] = sp;
         p = sp + 1;
       }
     }
-    const fStart = (f: number) => fs[2 * f]!;
-    const fEnd = (f: number) => fs[2 * f + 1]!;
-    const isDash = (f: number) => fEnd(f) - fStart(f) === 1 && buf[fStart(f)] === 0x2d;
-    const optional = (f: number): Buffer | null => (isDash(f) ? null : unescape(buf, fStart(f), fEnd(f)));
 
-    const path = cstr(unescape(buf, fStart(0), fEnd(0)));
+    const path = cstr(unescape(buf, F[0]!, F[1]!));
     if (path.length === 0) this.fail("Invalid empty path");
 
-    let modeStart = fStart(2);
+    let modeStart = F[4]!;
     let isHardlink = false;
-    if (fEnd(2) > modeStart && buf[modeStart] === 0x40) {
+    if (F[5]! > modeStart && buf[modeStart] === 0x40) {
       isHardlink = true;
       modeStart++;
     }
     // Upstream reports a failed integer only when the value parsed as 0 and
     // keeps the message around until it is cleared: reproduce that.
     let err: string | null = null;
-    const int = (f: number, s: number, base: 8 | 10): bigint => {
-      const [v, ok] = strtoull(buf, s, fEnd(f), base);
-      if (!ok) err = `Invalid integer ${buf.toString("latin1", s, fEnd(f))}`;
-      return v;
-    };
-    const modeV = int(2, modeStart, 8);
-    if (modeV === 0n && err) this.fail(err);
-    const mode = Number(modeV & 0xffffffffn);
+    const modeV = strtoull(buf, modeStart, F[5]!, 8);
+    if (!parsedAll) err = intError(buf, modeStart, F[5]!);
+    if (modeV === 0 && err) this.fail(err);
+    const mode = low32(modeV);
     if (!isValidFileType(mode)) this.fail(`Invalid mode ${mode.toString(8)}`);
     const type = mode & S_IFMT;
     const inode = new Inode(mode);
@@ -230,54 +275,65 @@ export class DumpfileParser {
 
     if (isHardlink) {
       if (inode.isDir()) this.fail("Directories can't be hardlinked");
-      const target = optional(8);
+      const target = optionalField(buf, 8);
       this.fixups.push({ ent: ent!, path, target: target === null ? null : cstr(target), line: this.lineNo });
       return;
     }
 
-    const size = int(1, fStart(1), 10);
-    if (size === 0n && err) this.fail(err);
-    const nlink = int(3, fStart(3), 10);
-    if (nlink === 0n && err) this.fail(err);
-    const uid = int(4, fStart(4), 10);
-    if (uid === 0n && err) this.fail(err);
-    const gid = int(5, fStart(5), 10);
-    if (uid === 0n && err) this.fail(err);
-    const rdev = int(6, fStart(6), 10);
-    if (uid === 0n && err) this.fail(err);
+    const sizeN = strtoull(buf, F[2]!, F[3]!, 10);
+    const size = sizeN === NOT_SMALL ? bigValue : BigInt(sizeN);
+    if (!parsedAll) err = intError(buf, F[2]!, F[3]!);
+    if (sizeN === 0 && err) this.fail(err);
+    const nlink = strtoull(buf, F[6]!, F[7]!, 10);
+    if (!parsedAll) err = intError(buf, F[6]!, F[7]!);
+    const nlink32 = low32(nlink);
+    if (nlink === 0 && err) this.fail(err);
+    const uid = strtoull(buf, F[8]!, F[9]!, 10);
+    if (!parsedAll) err = intError(buf, F[8]!, F[9]!);
+    const uid32 = low32(uid);
+    if (uid === 0 && err) this.fail(err);
+    const gid32 = low32(strtoull(buf, F[10]!, F[11]!, 10));
+    if (!parsedAll) err = intError(buf, F[10]!, F[11]!);
+    if (uid === 0 && err) this.fail(err);
+    const rdevN = strtoull(buf, F[12]!, F[13]!, 10);
+    const rdevNonZero = rdevN !== 0;
+    const rdev32 = low32(rdevN);
+    if (!parsedAll) err = intError(buf, F[12]!, F[13]!);
+    if (uid === 0 && err) this.fail(err);
 
     // MTIME: SEC.NSEC, both parsed as unsigned 64-bit and then narrowed.
     {
-      const s = fStart(7);
-      const e = fEnd(7);
+      const s = F[14]!;
+      const e = F[15]!;
       let dot = buf.indexOf(0x2e, s);
       if (dot < 0 || dot >= e) dot = e;
       let merr: string | null = null;
-      const [sec, okS] = strtoull(buf, s, dot, 10);
-      if (!okS) merr = `Invalid integer ${buf.toString("latin1", s, dot)}`;
-      if (sec === 0n && merr) this.fail(merr);
+      const sec = strtoull(buf, s, dot, 10);
+      const secBig = sec === NOT_SMALL ? bigValue : this.secondsOf(sec);
+      if (!parsedAll) merr = intError(buf, s, dot);
+      if (sec === 0 && merr) this.fail(merr);
       const ns = dot < e ? dot + 1 : e;
-      const [nsec, okN] = strtoull(buf, ns, e, 10);
-      if (!okN) merr = `Invalid integer ${buf.toString("latin1", ns, e)}`;
-      if (nsec === 0n && merr) this.fail(merr);
-      inode.mtimeSec = BigInt.asIntN(64, sec);
-      inode.mtimeNsec = Number(nsec & 0xffffffffn);
+      const nsec = strtoull(buf, ns, e, 10);
+      if (!parsedAll) merr = intError(buf, ns, e);
+      if (nsec === 0 && merr) this.fail(merr);
+      inode.mtimeSec = sec === NOT_SMALL || sec > 0x7fffffffffff ? BigInt.asIntN(64, secBig) : secBig;
+      inode.mtimeNsec = low32(nsec);
     }
 
-    const payload = optional(8);
-    const content = optional(9);
+    const payload = optionalField(buf, 8);
+    const content = optionalField(buf, 9);
     if (content !== null && BigInt(content.length) !== size) {
       this.fail(`Invalid content size ${content.length}, must match size ${BigInt.asIntN(64, size)}`);
     }
-    const digestField = optional(10);
+    const digestField = optionalField(buf, 10);
 
     if (type !== S_IFLNK) inode.size = size;
-    inode.nlink = Number(nlink & 0xffffffffn);
-    inode.uid = Number(uid & 0xffffffffn);
-    inode.gid = Number(gid & 0xffffffffn);
+    inode.nlink = nlink32;
+    inode.uid = uid32;
+    inode.gid = gid32;
     if (type === S_IFCHR || type === S_IFBLK) {
-      inode.rdev = Number(rdev & 0xffffffffn);
-    } else if (this.strict && rdev !== 0n) {
+      inode.rdev = rdev32;
+    } else if (this.strict && rdevNonZero) {
       this.fail("Non-zero devnum on non-device");
     }
 
@@ -307,9 +363,9 @@ export class DumpfileParser {
     }
 
     if (digestField !== null && digestField.length > 0) {
-      const hex = digestField.toString("latin1");
-      if (!/^[0-9a-fA-F]{64}$/.test(hex)) this.fail(`Invalid digest ${hex}: must be 64 hex digits`);
-      inode.digest = Buffer.from(hex, "hex");
+      const d = parseDigest(digestField);
+      if (!d) this.fail(`Invalid digest ${digestField.toString("latin1")}: must be 64 hex digits`);
+      inode.digest = d;
     }
 
     // The rest of the line is the xattrs; upstream caps its length.
@@ -319,8 +375,8 @@ export class DumpfileParser {
       if (sp < 0 || sp > end) sp = end;
       const eq = buf.indexOf(0x3d, p);
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
-      const key = cstr(unescape(buf, p, eq));
-      const value = unescape(buf, eq + 1, sp);
+      const key = this.intern(cstr(unescape(buf, p, eq)));
+      const value = this.intern(unescape(buf, eq + 1, sp));
       if (!inode.setXattr(key, value)) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
@@ -336,6 +392,14 @@ export class DumpfileParser {
       return null;
     }
     if (!this.root) this.fail("Root node not present");
+    // Dumpfiles list a directory's entries together: resolve each parent
+    // path once (the same bytes always resolve to the same directory).
+    const slash = path.lastIndexOf(0x2f);
+    const parentBytes = slash < 0 ? EMPTY : path.subarray(0, slash);
+    const cached = this.lastParent;
+    if (cached && cached.bytes.equals(parentBytes)) {
+      return this.attach(cached.dir, path, path.subarray(slash + 1), inode, isHardlink);
+    }
     const { parents, name } = splitPath(path);
     let dir: Inode | undefined = this.root;
     let parentIsDir = true;
@@ -352,11 +416,44 @@ export class DumpfileParser {
       dir = ent.inode;
     }
     if (!parentIsDir) this.fail(`Parent must be a directory for ${printable(path)}`);
+    this.lastParent = { bytes: parentBytes, dir: dir! };
+    return this.attach(dir!, path, name, inode, isHardlink);
+  }
+
+  private lastParent: { bytes: Buffer; dir: Inode } | null = null;
+
+  /**
+   * One Buffer for each distinct short xattr key or value: trees repeat the
+   * same few (SELinux labels, capabilities), and each Buffer costs far more
+   * than its bytes.
+   */
+  private readonly interned = new Map<string, Buffer>();
+  private intern(b: Buffer): Buffer {
+    if (b.length > 128) return b;
+    const k = b.toString("latin1");
+    const hit = this.interned.get(k);
+    if (hit) return hit;
+    if (this.interned.size < 65536) this.interned.set(k, b);
+    return b;
+  }
+
+  /** Shared BigInts for repeated mtimes. */
+  private readonly seconds = new Map<number, bigint>();
+  secondsOf(n: number): bigint {
+    let v = this.seconds.get(n);
+    if (v === undefined) {
+      v = BigInt(n);
+      if (this.seconds.size < 65536) this.seconds.set(n, v);
+    }
+    return v;
+  }
+
+  private attach(dir: Inode, path: Buffer, name: Buffer, inode: Inode, isHardlink: boolean): Dirent {
     if (isDot(name)) this.fail(`Invalid . or .. in path: ${printable(path)}`);
     if (name.length === 0 || name.length > MAX_NAME_LENGTH) this.fail("Can't add child");
-    const nameCopy = name;
-    if (!dir!.addEntry(nameCopy, inode, isHardlink)) this.fail(`Path ${printable(path)} already exist`);
-    return dir!.lookup(nameCopy)!;
+    const ent = dir.addEntry(name, inode, isHardlink);
+    if (!ent) this.fail(`Path ${printable(path)} already exist`);
+    return ent;
   }
 
   /** Resolve hardlinks once every line is read (forward references work). */

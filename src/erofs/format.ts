@@ -112,7 +112,10 @@ export function roundUp(n: number, to: number): number {
 /** EROFS chunking of an external file (erofs_compute_chunking). */
 export function chunking(size: bigint): { chunkBits: number; chunkCount: number } {
   // chunkbits = ilog2(size - 1) + 1, at least the block size, at most 12 + 31.
-  let chunkBits = size <= 1n ? 1 : (size - 1n).toString(2).length;
+  let chunkBits: number;
+  if (size <= 1n) chunkBits = 1;
+  else if (size <= 0x100000000n) chunkBits = 32 - Math.clz32(Number(size - 1n));
+  else chunkBits = (size - 1n).toString(2).length;
   if (chunkBits < BLOCK_BITS) chunkBits = BLOCK_BITS;
   if (chunkBits - BLOCK_BITS > CHUNK_FORMAT_BLKBITS_MASK) chunkBits = CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS;
   const chunkSize = 1n << BigInt(chunkBits);

@@ -18,6 +18,7 @@
 import { CfsError } from "../util/errors.js";
 import { FsVerityHasher } from "../fsverity/digest.js";
 import {
+  compareBytes,
   EXTERNAL_XATTR_BUDGET,
   Inode,
   setXattrBudgeted,
@@ -120,6 +121,9 @@ const EMPTY = Buffer.alloc(0);
 const DOT = B(".");
 const DOTDOT = B("..");
 
+const NO_DIRENTS: WDirent[] = [];
+const NO_GROUPS: Array<[number, number]> = [];
+
 /** An inode as it will be written: the rewritten copy of a tree inode. */
 class WNode {
   mode: number;
@@ -129,10 +133,11 @@ class WNode {
   xattrs: Xattr[];
   budget: number;
   index = 0;
-  dirents: WDirent[] = [];
+  dirents: WDirent[] = NO_DIRENTS;
   /** Per xattr (in sorted order): its pair, and whether this inode refers to it as shared. */
   pairs: XattrPair[] = [];
-  shared: boolean[] = [];
+  /** How many of this inode's pairs are referenced as shared (the first ones in key order, at most 128). */
+  nShared = 0;
   nBlocks = 0;
   tail = 0;
   compact = false;
@@ -140,7 +145,7 @@ class WNode {
   pad = 0;
   offset = 0;
   /** Dirent groups: [start, end) indexes of each block, the inline tail last. */
-  groups: Array<[number, number]> = [];
+  groups: Array<[number, number]> = NO_GROUPS;
   chunkBits = 0;
   chunkCount = 0;
 
@@ -301,12 +306,12 @@ function rootWhiteouts(root: Inode): Array<{ name: Buffer; inode: Inode }> {
 }
 
 function isSorted(xs: Xattr[]): boolean {
-  for (let i = 1; i < xs.length; i++) if (Buffer.compare(xs[i - 1]!.key, xs[i]!.key) > 0) return false;
+  for (let i = 1; i < xs.length; i++) if (compareBytes(xs[i - 1]!.key, xs[i]!.key) > 0) return false;
   return true;
 }
 
 function cmpXattr(a: Xattr, b: Xattr): number {
-  return Buffer.compare(a.key, b.key);
+  return compareBytes(a.key, b.key);
 }
 
 /** Shared table order: key descending, longer value first, value descending. */
@@ -344,10 +349,16 @@ class PairTable {
   }
 }
 
-/** FNV-1a, 32 bits. */
+/** FNV-1a over at most the first and last 24 bytes (a hit is compared in full). */
 function hashBytes(b: Uint8Array, h: number): number {
-  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-  return Math.imul(h ^ b.length, 0x01000193) >>> 0;
+  const n = b.length;
+  if (n <= 48) {
+    for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  } else {
+    for (let i = 0; i < 24; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    for (let i = n - 24; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  }
+  return Math.imul(h ^ n, 0x01000193) >>> 0;
 }
 
 /** One distinct (key, value) pair of the image, with its encoding worked out once. */
@@ -357,7 +368,8 @@ interface XattrPair {
   /** Offset in the shared table, or -1. */
   offset: number;
   index: number;
-  suffix: Buffer;
+  /** Where the name suffix starts in the key (after the prefix). */
+  suffixStart: number;
   /** Encoded entry size (4-byte aligned). */
   size: number;
   /** Bit of the inode name filter. */
@@ -378,14 +390,13 @@ function newPair(x: Xattr): XattrPair {
     };
     if (keyInfo.size < 4096) keyInfo.set(ks, ki);
   }
-  const suffix = x.key.subarray(ki.suffixStart);
   return {
     x,
     count: 0,
     offset: -1,
     index: ki.index,
-    suffix,
-    size: xattrEntrySize(suffix.length, x.value.length),
+    suffixStart: ki.suffixStart,
+    size: xattrEntrySize(x.key.length - ki.suffixStart, x.value.length),
     filterBit: ki.filterBit,
   };
 }
@@ -396,24 +407,24 @@ function newPair(x: Xattr): XattrPair {
  * ".." only if it also starts with '.' and its second byte is below '.'.
  */
 function placeDots(sorted: WDirent[], self: WNode, parent: WNode): WDirent[] {
+  const n = sorted.length;
   let i = 0;
-  while (i < sorted.length && sorted[i]!.name[0]! < 0x2e) i++;
+  while (i < n && sorted[i]!.name[0]! < 0x2e) i++;
   let j = i;
-  while (j < sorted.length && sorted[j]!.name[0] === 0x2e && sorted[j]!.name.length > 1 && sorted[j]!.name[1]! < 0x2e) j++;
-  return [
-    ...sorted.slice(0, i),
-    { name: DOT, target: self, link: true },
-    ...sorted.slice(i, j),
-    { name: DOTDOT, target: parent, link: true },
-    ...sorted.slice(j),
-  ];
+  while (j < n && sorted[j]!.name[0] === 0x2e && sorted[j]!.name.length > 1 && sorted[j]!.name[1]! < 0x2e) j++;
+  const out = new Array<WDirent>(n + 2);
+  for (let k = 0; k < i; k++) out[k] = sorted[k]!;
+  out[i] = { name: DOT, target: self, link: true };
+  for (let k = i; k < j; k++) out[k + 1] = sorted[k]!;
+  out[j + 1] = { name: DOTDOT, target: parent, link: true };
+  for (let k = j; k < n; k++) out[k + 2] = sorted[k]!;
+  return out;
 }
 
 /** Build, rewrite and order the inodes breadth-first (lcfs_compute_tree). */
 function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha512"): WNode[] {
   const wroot = new WNode(root, null);
   wroot.parent = wroot;
-  const byInode = new Map<Inode, WNode>([[root, wroot]]);
   const order: WNode[] = [wroot];
   const pending: Array<{ dirent: WDirent; inode: Inode }> = [];
   rewriteNode(wroot, version, metacopyAlg);
@@ -437,8 +448,7 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
         continue;
       }
       const child = new WNode(e.inode, n);
-      byInode.set(e.inode, child);
-      if (!extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
+      if (extra.size === 0 || !extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
       order.push(child);
       dirents.push({ name: e.name, target: child });
     }
@@ -446,6 +456,9 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
   }
   setX(wroot, K_OPAQUE, B("y"));
   // Hardlink entries point at the inode laid out at its primary entry.
+  const byInode = new Map<Inode, WNode | null>();
+  for (const p of pending) byInode.set(p.inode, null);
+  if (byInode.size > 0) for (const w of order) if (byInode.has(w.src)) byInode.set(w.src, w);
   for (const p of pending) {
     const target = byInode.get(p.inode);
     if (!target) throw new CfsError("cannot write file: Invalid argument (hardlink to an inode outside the tree)");
@@ -605,15 +618,13 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     let nShared = 0;
     let unsharedSize = 0;
-    n.shared = new Array<boolean>(n.pairs.length);
     for (let i = 0; i < n.pairs.length; i++) {
       const e = n.pairs[i]!;
       // At most 128 shared references per inode; the rest are written inline.
-      const sh = e.count > 1 && nShared < MAX_SHARED_REFS;
-      n.shared[i] = sh;
-      if (sh) nShared++;
+      if (e.count > 1 && nShared < MAX_SHARED_REFS) nShared++;
       else unsharedSize += e.size;
     }
+    n.nShared = nShared;
     n.xattrSize = nShared === 0 && unsharedSize === 0 ? 0 : roundUp(XATTR_IBODY_HEADER_SIZE + 4 * nShared + unsharedSize, 4);
     if (n.xattrSize > 0 && (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1 > 0xffff) {
       throw new CfsError("cannot write file: Invalid argument (too many xattrs)");
@@ -691,11 +702,12 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
 }
 
 function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
-  img[off] = e.suffix.length;
+  const suffixLen = e.x.key.length - e.suffixStart;
+  img[off] = suffixLen;
   img[off + 1] = e.index;
   img.writeUInt16LE(e.x.value.length, off + 2);
-  e.suffix.copy(img, off + 4);
-  e.x.value.copy(img, off + 4 + e.suffix.length);
+  e.x.key.copy(img, off + 4, e.suffixStart);
+  e.x.value.copy(img, off + 4 + suffixLen);
   return off + e.size;
 }
 
@@ -704,7 +716,7 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
   let p = off;
   for (let i = a; i < b; i++) {
     const d = n.dirents[i]!;
-    img.writeBigUInt64LE(BigInt(d.target.nid), p);
+    img.writeUInt32LE(d.target.nid, p); // nid, le64: the high half stays zero
     img.writeUInt16LE(nameoff & 0xffff, p + 8);
     img[p + 10] = fileType(d.target.mode);
     p += DIRENT_SIZE;
@@ -765,17 +777,22 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () =
   let p = n.offset + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
     img.writeUInt32LE(xattrFilter(n), p);
-    let nShared = 0;
-    for (const sh of n.shared) if (sh) nShared++;
-    img[p + 4] = nShared;
+    img[p + 4] = n.nShared;
     p += XATTR_IBODY_HEADER_SIZE;
-    for (let i = 0; i < n.pairs.length; i++) {
-      if (n.shared[i]) {
-        img.writeUInt32LE((sharedBase + n.pairs[i]!.offset) / 4, p);
+    // The first nShared shared pairs in key order are referenced by id, the rest inline.
+    let refs = 0;
+    for (const e of n.pairs) {
+      if (e.count > 1 && refs < n.nShared) {
+        img.writeUInt32LE((sharedBase + e.offset) / 4, p);
         p += 4;
+        refs++;
       }
     }
-    for (let i = 0; i < n.pairs.length; i++) if (!n.shared[i]) p = writeXattrEntry(img, p, n.pairs[i]!);
+    refs = 0;
+    for (const e of n.pairs) {
+      if (e.count > 1 && refs < n.nShared) refs++;
+      else p = writeXattrEntry(img, p, e);
+    }
   }
   // The inline tail.
   if (type === S_IFDIR) {

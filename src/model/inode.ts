@@ -126,18 +126,19 @@ export class Inode {
    * Insert an entry keeping byte order; false if the name exists already.
    * Appending in sorted order (the common case) costs one comparison.
    */
-  addEntry(name: Buffer, inode: Inode, hardlink = false): boolean {
+  addEntry(name: Buffer, inode: Inode, hardlink = false): Dirent | null {
     const ents = this.entries;
     if (!ents) throw new CfsError("internal: addEntry on a non-directory");
     const n = ents.length;
-    if (n === 0 || Buffer.compare(ents[n - 1]!.name, name) < 0) {
-      ents.push({ name, inode, hardlink });
-      return true;
+    const ent = { name, inode, hardlink };
+    if (n === 0 || compareBytes(ents[n - 1]!.name, name) < 0) {
+      ents.push(ent);
+      return ent;
     }
     const i = findEntry(ents, name);
-    if (i >= 0) return false;
-    ents.splice(-i - 1, 0, { name, inode, hardlink });
-    return true;
+    if (i >= 0) return null;
+    ents.splice(-i - 1, 0, ent);
+    return ent;
   }
 }
 
@@ -175,12 +176,25 @@ function findEntry(ents: Dirent[], name: Buffer): number {
   let hi = ents.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    const c = Buffer.compare(ents[mid]!.name, name);
+    const c = compareBytes(ents[mid]!.name, name);
     if (c === 0) return mid;
     if (c < 0) lo = mid + 1;
     else hi = mid;
   }
   return -lo - 1;
+}
+
+/**
+ * Byte-wise comparison (strcmp order for NUL-free names). A plain loop beats
+ * Buffer.compare's native call for the short names and keys it is used on.
+ */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
 }
 
 /** Compare mtimes as signed seconds, then nanoseconds. */
