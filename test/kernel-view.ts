@@ -49,11 +49,13 @@ function readXattrs(p: Buffer, regOrDir: boolean): Map<string, Buffer | null> {
     const proc = `/proc/self/fd/${fd}`;
     const m = new Map<string, Buffer | null>();
     for (const name of xattr.listAttributesSync(proc)) {
+      // fs-xattr passes names as UTF-8 strings: others cannot be asked for.
+      if (name.includes("\ufffd")) continue;
       try {
         m.set(name, xattr.getAttributeSync(proc, name));
       } catch (e) {
         const unreadable = (name.startsWith("user.") && !regOrDir) || name.startsWith("system.posix_acl_");
-        if (!unreadable) throw e;
+        if (!unreadable) throw new Error(`${p.toString("latin1")}: reading ${name}: ${(e as Error).message}`);
         m.set(name, null);
       }
     }
@@ -121,7 +123,8 @@ export function compareMount(mnt: string, root: Inode): string[] {
     const got = readXattrs(full, wantType === S_IFREG || wantType === S_IFDIR);
     const want = new Map<string, Buffer>();
     for (const x of n.xattrs) {
-      let k = x.key.toString("latin1");
+      if (!Buffer.from(x.key.toString("utf8"), "utf8").equals(x.key)) continue; // not valid UTF-8: see readXattrs
+      let k = x.key.toString("utf8");
       if (k.startsWith("trusted.overlay.")) k = "trusted.overlay.overlay." + k.slice("trusted.overlay.".length);
       want.set(k, x.value);
     }
