@@ -35,7 +35,7 @@ export function digestLength(alg: VerityAlgorithm): number {
 export class FsVerityHasher {
   readonly alg: VerityAlgorithm;
   private readonly hashLen: number;
-  private readonly block = Buffer.alloc(BLOCK_SIZE);
+  private readonly block = Buffer.allocUnsafe(BLOCK_SIZE);
   private blockFill = 0;
   private total = 0n;
   /** levels[i]: a block being filled with hashes of level i. */
@@ -73,9 +73,24 @@ export class FsVerityHasher {
     return this;
   }
 
+  /** Start over for another file, keeping the buffers. */
+  reset(): this {
+    this.blockFill = 0;
+    this.total = 0n;
+    this.levelFill.fill(0);
+    this.levelCount.fill(0);
+    this.levels.length = Math.min(this.levels.length, this.levelFill.length);
+    while (this.levelCount.length > 0 && this.levelCount[this.levelCount.length - 1] === 0 && this.levels.length > 4) {
+      this.levels.pop();
+      this.levelFill.pop();
+      this.levelCount.pop();
+    }
+    return this;
+  }
+
   private addHash(level: number, h: Buffer): void {
     if (level === this.levels.length) {
-      this.levels.push(Buffer.alloc(BLOCK_SIZE));
+      this.levels.push(Buffer.allocUnsafe(BLOCK_SIZE));
       this.levelFill.push(0);
       this.levelCount.push(0);
     }
@@ -98,7 +113,7 @@ export class FsVerityHasher {
       this.blockFill = 0;
     }
     for (let level = 0; ; level++) {
-      const top = level === this.levels.length - 1;
+      const top = level === this.levels.length - 1 || this.levelCount[level + 1] === 0;
       if (top && this.levelCount[level] === 1) {
         return Buffer.from(this.levels[level]!.subarray(0, this.hashLen));
       }
@@ -114,16 +129,50 @@ export class FsVerityHasher {
 
   /** Finish and return the fs-verity digest (32 or 64 bytes). */
   digest(): Buffer {
-    const root = this.rootHash();
-    const desc = Buffer.alloc(256);
-    desc[0] = 1; // version
-    desc[1] = ALG_ID[this.alg];
-    desc[2] = 12; // log2(block size)
-    desc[3] = 0; // salt size
-    desc.writeBigUInt64LE(this.total, 8);
-    root.copy(desc, 16);
-    return oneShot(this.alg, desc);
+    return descriptorDigest(this.alg, this.rootHash(), this.total);
   }
+}
+
+const descScratch = Buffer.alloc(256);
+
+/** Hash of the 256-byte fs_verity_descriptor: the file digest. */
+function descriptorDigest(alg: VerityAlgorithm, root: Buffer, size: bigint | number): Buffer {
+  const desc = descScratch;
+  desc.fill(0);
+  desc[0] = 1; // version
+  desc[1] = ALG_ID[alg];
+  desc[2] = 12; // log2(block size)
+  desc[3] = 0; // salt size
+  if (typeof size === "number") {
+    desc.writeUInt32LE(size % 4294967296, 8);
+    desc.writeUInt32LE(Math.floor(size / 4294967296), 12);
+  } else {
+    desc.writeBigUInt64LE(size, 8);
+  }
+  root.copy(desc, 16);
+  return oneShot(alg, desc);
+}
+
+const padScratch = Buffer.alloc(BLOCK_SIZE);
+
+/**
+ * Digest of data of at most one block, with no allocation but the result:
+ * the root is the hash of the zero-padded block (all zeros when empty).
+ * Most files of a root filesystem take this path.
+ */
+export function fsverityDigestSmall(data: Uint8Array, alg: VerityAlgorithm = "sha256"): Buffer {
+  if (data.length > BLOCK_SIZE) return new FsVerityHasher(alg).update(data).digest();
+  let root: Buffer;
+  if (data.length === 0) {
+    root = Buffer.alloc(DIGEST_LEN[alg]);
+  } else if (data.length === BLOCK_SIZE) {
+    root = oneShot(alg, data);
+  } else {
+    padScratch.set(data, 0);
+    padScratch.fill(0, data.length);
+    root = oneShot(alg, padScratch);
+  }
+  return descriptorDigest(alg, root, data.length);
 }
 
 export function fsverityDigest(data: Uint8Array, alg: VerityAlgorithm = "sha256"): Buffer {

@@ -96,6 +96,23 @@ function readXattrs(path: Buffer, inode: Inode, mode: "all" | "user"): void {
   }
 }
 
+const small = Buffer.allocUnsafe(4096);
+
+/** A file of a few bytes, which must still have the size lstat gave. */
+function readSmallFile(path: Buffer, size: number): Buffer {
+  let fd = -1;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const n = fs.readSync(fd, small, 0, size + 1, 0);
+    if (n !== size) throw new CfsError(`${show(path)}: changed while it was read`);
+    return Buffer.from(small.subarray(0, n));
+  } catch (e) {
+    throw describeSystemError(e, show(path));
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
+  }
+}
+
 export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> {
   const rootPath = Buffer.from(dir);
   let st: fs.BigIntStats;
@@ -144,14 +161,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       inode.size = s.size;
       if (s.size === 0n) return;
       if (s.size <= BigInt(opts.inlineMax)) {
-        let data: Buffer;
-        try {
-          data = fs.readFileSync(path);
-        } catch (e) {
-          throw describeSystemError(e, show(path));
-        }
-        if (BigInt(data.length) !== s.size) throw new CfsError(`${show(path)}: changed while it was read`);
-        inode.content = data;
+        inode.content = readSmallFile(path, Number(s.size));
         return;
       }
       if (s.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new CfsError(`${show(path)}: file too large`);
