@@ -16,7 +16,8 @@ export interface HashJob {
   mtimeNs: string;
 }
 
-export type HashResult = { id: number; digest: Buffer } | { id: number; error: string };
+/** A digest, and with a store the temporary file holding a copy (when the object was missing). */
+export type HashResult = { id: number; digest: Buffer; tmp?: string } | { id: number; error: string };
 
 const BATCH = 32;
 
@@ -42,9 +43,14 @@ export class HashPool {
   private wake: (() => void) | null = null;
   private failure: Error | null = null;
 
+  /**
+   * `store`: an objects/ directory; files whose object is missing there are
+   * copied to temporary names in it (see hash-worker.ts).
+   */
   constructor(
     private readonly alg: VerityAlgorithm,
     threads = Math.max(1, os.availableParallelism()),
+    private readonly store: string | null = null,
   ) {
     const url = workerUrl();
     for (let i = 0; i < threads; i++) {
@@ -75,7 +81,7 @@ export class HashPool {
       const w = this.idle.pop()!;
       const jobs = this.pending.splice(0, BATCH);
       this.inFlight++;
-      w.postMessage({ alg: this.alg, jobs });
+      w.postMessage({ alg: this.alg, store: this.store, jobs });
     }
   }
 

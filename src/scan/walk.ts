@@ -28,12 +28,16 @@ export interface WalkOptions {
   inlineMax: number;
   algorithm: VerityAlgorithm;
   threads?: number;
+  /** An objects/ directory to copy missing objects into (temporary names; see hash-worker.ts). */
+  store?: string;
   onProgress?: (entries: number) => void;
 }
 
 export interface ExternalFile {
   inode: Inode;
   path: Buffer;
+  /** With a store: the temporary copy to rename to the object's name. */
+  tmp?: string;
 }
 
 export interface WalkResult {
@@ -128,7 +132,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     throw describeSystemError(e, dir);
   }
   const rootDev = st.dev;
-  const pool = new HashPool(opts.algorithm, opts.threads);
+  const pool = new HashPool(opts.algorithm, opts.threads, opts.store ?? null);
   const jobs: ExternalFile[] = [];
   const links = new Map<string, Inode>();
   let entries = 0;
@@ -231,12 +235,21 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     throw e;
   }
   const results = await pool.finish();
-  for (let i = 0; i < jobs.length; i++) {
+  const failed = jobs.findIndex((_, i) => {
     const r = results.get(i);
+    return !r || "error" in r;
+  });
+  if (failed >= 0) {
+    // Nothing of a failed scan stays in a store.
+    for (const r of results.values()) if ("tmp" in r && r.tmp) fs.rmSync(r.tmp, { force: true });
+    const r = results.get(failed);
+    throw new CfsError(`${show(jobs[failed]!.path)}: ${r && "error" in r ? r.error : "not hashed"}`);
+  }
+  for (let i = 0; i < jobs.length; i++) {
+    const r = results.get(i) as { digest: Buffer; tmp?: string };
     const j = jobs[i]!;
-    if (!r) throw new CfsError(`${show(j.path)}: not hashed`);
-    if ("error" in r) throw new CfsError(`${show(j.path)}: ${r.error}`);
     j.inode.digest = Buffer.from(r.digest);
+    if (r.tmp) j.tmp = r.tmp;
     j.inode.payload = Buffer.from(digestToObjectPath(r.digest));
   }
   opts.onProgress?.(entries);
