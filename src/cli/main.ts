@@ -7,7 +7,9 @@ import { Command, CommanderError } from "commander";
 import { CfsError } from "../util/errors.js";
 import { registerMkcomposefs } from "./commands/mkcomposefs.js";
 import { registerInfo } from "./commands/info.js";
+import { registerRead } from "./commands/read.js";
 import { registerBuild } from "./commands/build.js";
+import { registerRepository } from "./commands/repository.js";
 import { VERSION } from "./version.js";
 
 export interface GlobalOptions {
@@ -32,6 +34,8 @@ export function buildProgram(): Command {
   registerBuild(program);
   registerMkcomposefs(program);
   registerInfo(program);
+  registerRead(program);
+  registerRepository(program);
   // Every subcommand throws instead of exiting, so main() decides the code.
   for (const c of program.commands) c.exitOverride();
   return program;

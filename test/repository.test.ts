@@ -1,0 +1,506 @@
+/**
+ * The object repository: layout (composefs-rs), atomic objects, image and
+ * stream links, fsck, gc, the repository lock, and `cfsctl mount`.
+ * CLI cases run bin/cfsctl, so dist/ must be built (npm test does).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseDumpfile } from "../src/dumpfile/parse.js";
+import { writeImage } from "../src/erofs/writer.js";
+import { fsverityDigest } from "../src/fsverity/digest.js";
+import { Repository } from "../src/repository/repository.js";
+import { cfsctl, isRoot, ROOT, tmpdir } from "./helpers.js";
+
+const quiet = { quiet: true };
+
+function newRepo(opts: Parameters<typeof Repository.open>[1] = {}): Repository {
+  return Repository.open(path.join(tmpdir("cfsctl-repo-"), "repo"), { create: true, quiet: true, ...opts });
+}
+
+function content(tag: string, size = 200): Buffer {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) b[i] = (tag.charCodeAt(i % tag.length) + i) & 0xff;
+  return b;
+}
+
+/** An image of a root with one external file per object, as create-image writes them. */
+function imageOf(repo: Repository, files: Record<string, Buffer>): Buffer {
+  let dump = "/ 4096 40755 2 0 0 0 0.0 - - -\n";
+  for (const [name, data] of Object.entries(files).sort()) {
+    const hex = fsverityDigest(data).toString("hex");
+    dump += `/${name} ${data.length} 100644 1 0 0 0 0.0 ${repo.objectName(hex)} - ${hex}\n`;
+  }
+  return writeImage(parseDumpfile(Buffer.from(dump))).image;
+}
+
+function tmpFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      if (e.name.startsWith(".tmp-")) out.push(path.join(d, e.name));
+      else if (e.isDirectory()) walk(path.join(d, e.name));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function out(r: { stdout: Buffer; stderr: string }): string {
+  return r.stdout.toString() + r.stderr;
+}
+
+describe("init and meta.json", () => {
+  it("writes meta.json and the directories", () => {
+    const repo = path.join(tmpdir(), "r");
+    const r = cfsctl(["--repo", repo, "init"]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(repo, "meta.json"), "utf8"))).toEqual({ version: 1, algorithm: "fsverity-sha256-12" });
+    for (const d of ["objects", "images/refs", "streams/refs"]) expect(fs.statSync(path.join(repo, d)).isDirectory()).toBe(true);
+    // Running it again is fine; the same --hash too.
+    expect(cfsctl(["--repo", repo, "init"]).status).toBe(0);
+    expect(cfsctl(["--repo", repo, "--hash", "sha256", "init"]).status).toBe(0);
+  });
+
+  it("an existing repository's algorithm wins; a conflicting --hash is an error", () => {
+    const repo = path.join(tmpdir(), "r");
+    expect(cfsctl(["--repo", repo, "--hash", "sha512", "init"]).status).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(repo, "meta.json"), "utf8")).algorithm).toBe("fsverity-sha512-12");
+    const r = cfsctl(["--repo", repo, "--hash", "sha256", "init"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^cfsctl: error: .*sha512.*conflicts with --hash sha256/);
+    // Without --hash the repository's sha512 is used.
+    const opened = Repository.open(repo, { hash: "sha256", ...quiet });
+    expect(opened.algorithm).toBe("sha512");
+    opened.close();
+    expect(() => Repository.open(repo, { hash: "sha256", hashExplicit: true, ...quiet })).toThrow(/conflicts/);
+  });
+
+  it("a repository without meta.json infers the algorithm from object names", () => {
+    const dir = path.join(tmpdir(), "old");
+    const hex = fsverityDigest(Buffer.from("x"), "sha512").toString("hex");
+    fs.mkdirSync(path.join(dir, "objects", hex.slice(0, 2)), { recursive: true });
+    fs.writeFileSync(path.join(dir, "objects", hex.slice(0, 2), hex.slice(2)), "x");
+    const repo = Repository.open(dir, quiet);
+    expect(repo.algorithm).toBe("sha512");
+    expect(repo.hasMeta).toBe(false);
+    repo.close();
+    expect(() => Repository.open(dir, { hash: "sha256", hashExplicit: true, ...quiet })).toThrow(/conflicts/);
+  });
+
+  it("a missing repository is an error naming it", () => {
+    const dir = path.join(tmpdir(), "nothing");
+    const r = cfsctl(["--repo", dir, "fsck"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(dir);
+  });
+});
+
+describe("objects", () => {
+  it("stores a buffer atomically under its fs-verity digest, mode 0644", () => {
+    const repo = newRepo();
+    const data = content("a", 10000);
+    const hex = repo.storeObjectFromBuffer(data);
+    expect(hex).toBe(fsverityDigest(data).toString("hex"));
+    const p = repo.objectPath(hex);
+    expect(p).toBe(path.join(repo.path, "objects", hex.slice(0, 2), hex.slice(2)));
+    expect(fs.readFileSync(p).equals(data)).toBe(true);
+    expect(fs.statSync(p).mode & 0o7777).toBe(0o644);
+    expect(repo.hasObject(hex)).toBe(true);
+    expect(tmpFiles(repo.path)).toEqual([]);
+    repo.close();
+  });
+
+  it("stores a file (copy or reflink) and never rewrites an existing object", () => {
+    const repo = newRepo();
+    const dir = tmpdir();
+    const src = path.join(dir, "src");
+    const data = content("b", 5000);
+    fs.writeFileSync(src, data);
+    fs.chmodSync(src, 0o755);
+    const hex = fsverityDigest(data).toString("hex");
+    expect(repo.storeObjectFromFile(src, hex)).toBe("stored");
+    const p = repo.objectPath(hex);
+    expect(fs.readFileSync(p).equals(data)).toBe(true);
+    expect(fs.statSync(p).mode & 0o7777).toBe(0o644);
+    const before = fs.statSync(p);
+    // Same digest again, even from a file with other content: left alone.
+    const other = path.join(dir, "other");
+    fs.writeFileSync(other, "something else");
+    expect(repo.storeObjectFromFile(other, hex)).toBe("present");
+    expect(repo.storeObjectFromBuffer(data)).toBe(hex);
+    const after = fs.statSync(p);
+    expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
+    expect(fs.readFileSync(p).equals(data)).toBe(true);
+    expect(tmpFiles(repo.path)).toEqual([]);
+    repo.close();
+  });
+
+  it("refuses a file whose content does not match the digest, leaving nothing behind", () => {
+    const repo = newRepo();
+    const src = path.join(tmpdir(), "src");
+    fs.writeFileSync(src, content("c"));
+    const wrong = fsverityDigest(Buffer.from("not it")).toString("hex");
+    expect(() => repo.storeObjectFromFile(src, wrong)).toThrow(/content changed/);
+    expect(repo.hasObject(wrong)).toBe(false);
+    expect(tmpFiles(repo.path)).toEqual([]);
+    repo.close();
+  });
+
+  it("--require-verity fails clearly where fs-verity is not supported", () => {
+    const repo = newRepo({ requireVerity: true });
+    expect(() => repo.storeObjectFromBuffer(content("d"))).toThrow(/fs-verity.*not supported.*--require-verity/);
+    expect(tmpFiles(repo.path)).toEqual([]);
+    repo.close();
+  });
+
+  it("sha512 repositories name objects by sha512 digests", () => {
+    const repo = newRepo({ hash: "sha512" });
+    const hex = repo.storeObjectFromBuffer(content("e"));
+    expect(hex).toBe(fsverityDigest(content("e"), "sha512").toString("hex"));
+    expect(path.basename(repo.objectPath(hex))).toHaveLength(126);
+    repo.close();
+  });
+});
+
+describe("images and streams", () => {
+  it("links images/<hex> and refs with relative symlinks", () => {
+    const repo = newRepo();
+    const obj = content("f");
+    repo.storeObjectFromBuffer(obj);
+    const img = imageOf(repo, { f: obj });
+    const hex = repo.writeImage(img, "foo");
+    expect(hex).toBe(fsverityDigest(img).toString("hex"));
+    repo.nameImage(hex, "a/b");
+    repo.nameImage(hex, "x/y/z");
+    const link = (p: string) => fs.readlinkSync(path.join(repo.path, p));
+    expect(link(`images/${hex}`)).toBe(`../objects/${hex.slice(0, 2)}/${hex.slice(2)}`);
+    expect(link("images/refs/foo")).toBe(`../${hex}`);
+    expect(link("images/refs/a/b")).toBe(`../../${hex}`);
+    expect(link("images/refs/x/y/z")).toBe(`../../../${hex}`);
+    expect(fs.readFileSync(path.join(repo.path, "images/refs/a/b")).equals(img)).toBe(true);
+    // A ref can be moved to another image.
+    const img2 = imageOf(repo, {});
+    const hex2 = repo.writeImage(img2, "foo");
+    expect(link("images/refs/foo")).toBe(`../${hex2}`);
+    expect(tmpFiles(repo.path)).toEqual([]);
+    // Resolving: digest, refs/NAME, a path.
+    expect(repo.resolveImage(hex)).toMatchObject({ digest: hex, source: "digest" });
+    expect(repo.resolveImage("refs/a/b")).toMatchObject({ digest: hex, source: "ref" });
+    const file = path.join(tmpdir(), "img");
+    fs.writeFileSync(file, img);
+    expect(repo.resolveImage(file)).toMatchObject({ path: file, digest: null, source: "path" });
+    expect(() => repo.resolveImage("refs/nope")).toThrow(/not found/);
+    expect(() => repo.nameImage(hex, "../escape")).toThrow(/invalid ref name/);
+    expect(repo.imageObjects(img)).toEqual([fsverityDigest(obj).toString("hex")]);
+    repo.close();
+  });
+
+  it("links streams/<id> and streams/refs/<name>", () => {
+    const repo = newRepo();
+    const hex = repo.storeObjectFromBuffer(content("stream"));
+    const id = "oci-layer-sha256:0123abcd";
+    repo.linkStream(hex, id, "layers/one");
+    expect(fs.readlinkSync(path.join(repo.path, "streams", id))).toBe(`../objects/${hex.slice(0, 2)}/${hex.slice(2)}`);
+    expect(fs.readlinkSync(path.join(repo.path, "streams/refs/layers/one"))).toBe(`../../${id}`);
+    expect(repo.hasStream(id)).toBe(hex);
+    expect(repo.hasStream("oci-layer-sha256:other")).toBe(null);
+    expect(repo.resolveStream("refs/layers/one")).toMatchObject({ streamId: id, digest: hex });
+    expect(() => repo.linkStream(hex, "a/b")).toThrow(/invalid stream id/);
+    repo.close();
+  });
+});
+
+/** A repository with objects A, B, C; image 1 uses A and B (ref one), image 2 uses B and C (ref two). */
+function twoImages() {
+  const repo = newRepo();
+  const A = content("A", 3000);
+  const B = content("B", 70);
+  const C = content("C", 9000);
+  const [a, b, c] = [A, B, C].map((d) => repo.storeObjectFromBuffer(d));
+  const i1 = repo.writeImage(imageOf(repo, { a: A, b: B }), "one");
+  const i2 = repo.writeImage(imageOf(repo, { b: B, c: C }), "group/two");
+  const size = (hex: string) => fs.statSync(repo.objectPath(hex)).size;
+  repo.close();
+  return { path: repo.path, repo, a: a!, b: b!, c: c!, i1, i2, size };
+}
+
+const obj = (hex: string) => `objects/${hex.slice(0, 2)}/${hex.slice(2)}`;
+
+describe("fsck", () => {
+  it("a clean repository passes, with --json", () => {
+    const t = twoImages();
+    const r = cfsctl(["--repo", t.path, "fsck"]);
+    expect(r.status, out(r)).toBe(0);
+    expect(r.stdout.toString()).toBe("");
+    const j = cfsctl(["--repo", t.path, "fsck", "--json"]);
+    expect(j.status, out(j)).toBe(0);
+    const report = JSON.parse(j.stdout.toString());
+    expect(report).toMatchObject({ ok: true, objects_checked: 5, images_checked: 2, refs_checked: 2, problems: [] });
+  });
+
+  it("finds a corrupt object", () => {
+    const t = twoImages();
+    const p = path.join(t.path, obj(t.a));
+    const data = fs.readFileSync(p);
+    data[17]! ^= 0xff;
+    fs.writeFileSync(p, data);
+    const r = cfsctl(["--repo", t.path, "fsck"]);
+    expect(r.status).toBe(1);
+    expect(r.stdout.toString()).toContain(`error: ${obj(t.a)}: content does not match its name`);
+    expect(r.stderr).toMatch(/^cfsctl: error: fsck: 1 problem /m);
+    const j = cfsctl(["--repo", t.path, "fsck", "--json"]);
+    expect(j.status).toBe(1);
+    expect(JSON.parse(j.stdout.toString()).problems).toEqual([
+      expect.objectContaining({ severity: "error", path: obj(t.a) }),
+    ]);
+  });
+
+  it("finds a missing object an image needs", () => {
+    const t = twoImages();
+    fs.unlinkSync(path.join(t.path, obj(t.c)));
+    const r = cfsctl(["--repo", t.path, "fsck"]);
+    expect(r.status).toBe(1);
+    expect(r.stdout.toString()).toContain(`error: images/${t.i2}: needs missing object ${obj(t.c)} (/c)`);
+  });
+
+  it("finds a broken ref and a dangling image link", () => {
+    const t = twoImages();
+    const missing = "ab".repeat(32);
+    fs.symlinkSync(`../${missing}`, path.join(t.path, "images/refs/broken"));
+    fs.unlinkSync(path.join(t.path, obj(t.i1)));
+    const r = cfsctl(["--repo", t.path, "fsck"]);
+    expect(r.status).toBe(1);
+    const text = r.stdout.toString();
+    expect(text).toContain(`error: images/refs/broken: dangling ref: images/${missing} does not exist`);
+    expect(text).toContain(`error: images/${t.i1}: dangling link: object ${obj(t.i1)} is missing`);
+    expect(text).toContain(`error: images/refs/one: dangling ref`);
+  });
+
+  it("reports stray temporary files as warnings only", () => {
+    const t = twoImages();
+    fs.writeFileSync(path.join(t.path, "objects", t.a.slice(0, 2), ".tmp-12345-abcdef"), "partial");
+    const r = cfsctl(["--repo", t.path, "fsck"]);
+    expect(r.status, out(r)).toBe(0);
+    expect(r.stdout.toString()).toMatch(/^warning: objects\/..\/\.tmp-12345-abcdef: stray temporary file/);
+  });
+
+  it("hashes many objects with the worker pool", () => {
+    const repo = newRepo();
+    const hexes = Array.from({ length: 100 }, (_, i) => repo.storeObjectFromBuffer(content(`m${i}`, 100 + i * 50)));
+    repo.close();
+    const bad = path.join(repo.path, obj(hexes[42]!));
+    fs.appendFileSync(bad, "x");
+    const j = cfsctl(["--repo", repo.path, "fsck", "--json"]);
+    expect(j.status).toBe(1);
+    const report = JSON.parse(j.stdout.toString());
+    expect(report.objects_checked).toBe(100);
+    expect(report.problems.map((p: { path: string }) => p.path)).toEqual([obj(hexes[42]!)]);
+  });
+});
+
+describe("gc", () => {
+  it("removes exactly what only an unreferenced image used; --dry-run removes nothing", () => {
+    const t = twoImages();
+    fs.unlinkSync(path.join(t.path, "images/refs/group/two"));
+    const expected = [obj(t.c), obj(t.i2), `images/${t.i2}`].sort();
+    const listing = () => {
+      const all: string[] = [];
+      const walk = (d: string) => {
+        for (const e of fs.readdirSync(path.join(t.path, d), { withFileTypes: true })) {
+          const rel = d ? `${d}/${e.name}` : e.name;
+          if (e.isDirectory()) walk(rel);
+          else all.push(rel);
+        }
+      };
+      walk("");
+      return all.sort();
+    };
+    const before = listing();
+
+    const dry = cfsctl(["--repo", t.path, "gc", "--dry-run"]);
+    expect(dry.status, out(dry)).toBe(0);
+    const dryLines = dry.stdout.toString().trim().split("\n");
+    expect(dryLines.filter((l) => l.startsWith("would remove ")).map((l) => l.split(" ")[2]).sort()).toEqual(expected);
+    const bytes = t.size(t.c) + t.size(t.i2);
+    expect(dryLines.at(-1)).toBe(`would free ${bytes} bytes: 2 objects, 1 images, 0 streams`);
+    expect(listing()).toEqual(before);
+
+    const r = cfsctl(["--repo", t.path, "gc"]);
+    expect(r.status, out(r)).toBe(0);
+    const lines = r.stdout.toString().trim().split("\n");
+    expect(lines.filter((l) => l.startsWith("removed ")).map((l) => l.split(" ")[1]).sort()).toEqual(expected);
+    expect(lines.at(-1)).toBe(`freed ${bytes} bytes: 2 objects, 1 images, 0 streams`);
+    expect(listing()).toEqual(before.filter((p) => !expected.includes(p)));
+    for (const h of [t.a, t.b, t.i1]) expect(fs.existsSync(path.join(t.path, obj(h)))).toBe(true);
+    expect(cfsctl(["--repo", t.path, "fsck"]).status).toBe(0);
+
+    // Nothing left to collect.
+    const again = cfsctl(["--repo", t.path, "gc"]);
+    expect(again.stdout.toString()).toBe("freed 0 bytes: 0 objects, 0 images, 0 streams\n");
+  });
+
+  it("keeps streams named by refs and their objects, removes the rest and stray temporaries", () => {
+    const repo = newRepo();
+    const kept = repo.storeObjectFromBuffer(content("s1"));
+    const gone = repo.storeObjectFromBuffer(content("s2"));
+    repo.linkStream(kept, "oci-layer-sha256:1", "layer");
+    repo.linkStream(gone, "oci-layer-sha256:2");
+    repo.close();
+    const tmp = path.join(repo.path, "objects", kept.slice(0, 2), ".tmp-1-aaaaaa");
+    fs.writeFileSync(tmp, "partial");
+    const r = cfsctl(["--repo", repo.path, "gc"]);
+    expect(r.status, out(r)).toBe(0);
+    expect(fs.existsSync(path.join(repo.path, obj(kept)))).toBe(true);
+    expect(fs.existsSync(path.join(repo.path, obj(gone)))).toBe(false);
+    expect(fs.existsSync(path.join(repo.path, "streams/oci-layer-sha256:1"))).toBe(true);
+    expect(fs.existsSync(path.join(repo.path, "streams/oci-layer-sha256:2"))).toBe(false);
+    expect(fs.existsSync(tmp)).toBe(false);
+  });
+
+  it("refuses to collect when a referenced image cannot be read", () => {
+    const t = twoImages();
+    fs.writeFileSync(path.join(t.path, obj(t.i1)), "garbage that is not an image");
+    const r = cfsctl(["--repo", t.path, "gc"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cfsctl: error: gc: image .* named by images\/refs\/one is not readable/);
+    expect(fs.existsSync(path.join(t.path, obj(t.a)))).toBe(true);
+  });
+});
+
+describe("the repository lock", () => {
+  const script = (repo: string, tag: string) => `
+    import { Repository } from ${JSON.stringify(path.join(ROOT, "dist/repository/repository.js"))};
+    const repo = Repository.open(${JSON.stringify(repo)}, { quiet: true });
+    for (let i = 0; i < 300; i++) {
+      const b = Buffer.alloc(1000 + (i % 7) * 3000, (i * 31) & 0xff);
+      b.write(i % 3 === 0 ? "shared-" + i : ${JSON.stringify(tag)} + i);
+      repo.storeObjectFromBuffer(b);
+    }
+    repo.close();
+  `;
+
+  function runNode(code: string, env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stderr: string }> {
+    return new Promise((resolve) => {
+      const p = spawn(process.execPath, ["--input-type=module", "-e", code], { env: { ...process.env, ...env } });
+      let stderr = "";
+      p.stderr.on("data", (d) => (stderr += d));
+      p.on("close", (status) => resolve({ status, stderr }));
+    });
+  }
+
+  for (const impl of ["flock", "lock files"] as const) {
+    it(`two concurrent writers both succeed (${impl})`, async () => {
+      const env = impl === "lock files" ? { CFSCTL_LOCK_FALLBACK: "1" } : {};
+      const repo = newRepo();
+      repo.close();
+      const [x, y] = await Promise.all([runNode(script(repo.path, "x"), env), runNode(script(repo.path, "y"), env)]);
+      expect(x, x.stderr).toMatchObject({ status: 0 });
+      expect(y, y.stderr).toMatchObject({ status: 0 });
+      const j = cfsctl(["--repo", repo.path, "fsck", "--json"], { env });
+      expect(JSON.parse(j.stdout.toString())).toMatchObject({ ok: true, objects_checked: 500, problems: [] });
+      expect(tmpFiles(repo.path)).toEqual([]);
+    });
+
+    it(`gc waits for a writer holding the lock (${impl})`, async () => {
+      const env = impl === "lock files" ? { CFSCTL_LOCK_FALLBACK: "1" } : {};
+      const repo = newRepo();
+      repo.close();
+      const holder = runNode(
+        `
+        import fs from "node:fs";
+        import { Repository } from ${JSON.stringify(path.join(ROOT, "dist/repository/repository.js"))};
+        const repo = Repository.open(${JSON.stringify(repo.path)}, { quiet: true });
+        fs.writeFileSync(${JSON.stringify(path.join(repo.path, "..", "locked"))}, "");
+        setTimeout(() => { fs.writeFileSync(${JSON.stringify(path.join(repo.path, "..", "released"))}, String(Date.now())); repo.close(); }, 1500);
+        `,
+        env,
+      );
+      const started = Date.now();
+      while (!fs.existsSync(path.join(repo.path, "..", "locked"))) {
+        if (Date.now() - started > 10000) throw new Error("lock holder did not start");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const gc = spawnSync(process.execPath, [path.join(ROOT, "bin/cfsctl"), "--repo", repo.path, "gc"], {
+        env: { ...process.env, ...env },
+        encoding: "utf8",
+      });
+      const done = Date.now();
+      expect((await holder).status).toBe(0);
+      expect(gc.status, gc.stderr).toBe(0);
+      expect(gc.stderr).toContain("waiting for the lock");
+      const released = Number(fs.readFileSync(path.join(repo.path, "..", "released"), "utf8"));
+      expect(done).toBeGreaterThanOrEqual(released);
+    });
+  }
+});
+
+// ---- kernel mount ---------------------------------------------------------
+
+function mountProbe(): string | null {
+  if (!isRoot) return "not running as root";
+  const fsTypes = fs.readFileSync("/proc/filesystems", "utf8");
+  if (!/\terofs\n/.test(fsTypes) && spawnSync("modprobe", ["erofs"]).status !== 0) return "no erofs in this kernel";
+  return null;
+}
+const mountSkip = mountProbe();
+if (mountSkip) console.log(`cfsctl mount test skipped: ${mountSkip}`);
+
+describe("cfsctl mount", () => {
+  it.skipIf(mountSkip !== null)("mounts an image with its objects as data-only layer", (ctx) => {
+    const repo = newRepo();
+    const hello = Buffer.from("hello from the object store, served through overlayfs metacopy and redirect!\n");
+    const big = content("big", 100000);
+    repo.storeObjectFromBuffer(hello);
+    repo.storeObjectFromBuffer(big);
+    const hex = repo.writeImage(imageOf(repo, { "hello.txt": hello, "big.bin": big }), "mnt");
+    repo.close();
+    const mnt = tmpdir("cfsctl-mount-");
+    const r = cfsctl(["--repo", repo.path, "mount", "refs/mnt", mnt]);
+    if (r.status !== 0) {
+      const why = r.stderr.trim();
+      // Only the kernel refusing is a reason to skip; anything else fails.
+      if (/mounting .* failed/.test(why)) {
+        console.log(`cfsctl mount test skipped: the kernel refused: ${why}`);
+        ctx.skip();
+      }
+      throw new Error(`cfsctl mount failed: ${why}`);
+    }
+    try {
+      expect(fs.readFileSync(path.join(mnt, "hello.txt")).equals(hello)).toBe(true);
+      expect(fs.readFileSync(path.join(mnt, "big.bin")).equals(big)).toBe(true);
+      expect(fs.readdirSync(mnt).sort()).toEqual(["big.bin", "hello.txt"]);
+      expect(() => fs.writeFileSync(path.join(mnt, "new"), "x")).toThrow();
+    } finally {
+      spawnSync("umount", [mnt]);
+    }
+    // By digest too, and then the temporary EROFS mount is gone.
+    const r2 = cfsctl(["--repo", repo.path, "mount", hex, mnt]);
+    expect(r2.status, r2.stderr).toBe(0);
+    try {
+      expect(fs.readFileSync(path.join(mnt, "hello.txt")).equals(hello)).toBe(true);
+      const erofsMounts = fs
+        .readFileSync("/proc/self/mountinfo", "utf8")
+        .split("\n")
+        .filter((l) => l.includes(" - erofs ") && l.includes("/.composefs."));
+      expect(erofsMounts).toEqual([]);
+    } finally {
+      spawnSync("umount", [mnt]);
+    }
+  });
+
+  it("reports a missing image and a bad mount point", () => {
+    const repo = newRepo();
+    repo.close();
+    const mnt = tmpdir("cfsctl-mount-");
+    const r = cfsctl(["--repo", repo.path, "mount", "refs/none", mnt]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^cfsctl: error: image refs\/none not found/);
+    const notImage = path.join(mnt, "..", "notimage");
+    fs.writeFileSync(notImage, Buffer.alloc(4096));
+    const r2 = cfsctl(["--repo", repo.path, "mount", notImage, mnt]);
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toContain("not a composefs image");
+  });
+});
