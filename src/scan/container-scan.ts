@@ -19,7 +19,7 @@ export interface ScannedTree {
 
 export async function scanContainerRoot(
   dir: string,
-  opts: { algorithm: VerityAlgorithm; threads?: number; onProgress?: (n: number) => void },
+  opts: { algorithm: VerityAlgorithm; threads?: number; store?: string; onProgress?: (n: number) => void },
 ): Promise<ScannedTree> {
   const res = await walk(dir, {
     hardlinks: true,
@@ -29,6 +29,7 @@ export async function scanContainerRoot(
     inlineMax: SCAN_INLINE_MAX,
     algorithm: opts.algorithm,
     threads: opts.threads,
+    store: opts.store,
     onProgress: opts.onProgress,
   });
   const paths = new Map<Inode, Buffer>();

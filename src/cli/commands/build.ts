@@ -2,7 +2,13 @@
  * The main job: compute-id and create-dumpfile (and create-image, with the
  * repository) of a root filesystem under the container-image rules.
  */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 import type { Command } from "commander";
+import type { VerityAlgorithm } from "../../fsverity/digest.js";
+import { describeSystemError } from "../../util/errors.js";
+import { openRepository } from "./repository.js";
 import { scanContainerRoot, type ScannedTree } from "../../scan/container-scan.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
 import { readTreeFile } from "../../tree/lookup.js";
@@ -21,12 +27,24 @@ export function parseSelinuxMode(v: string | undefined): SelinuxMode {
   throw new UsageError(`--selinux must be auto or off, not ${v}`);
 }
 
-/** Scan DIR and apply the container-image rules. */
-export async function buildContainerTree(cmd: Command, dir: string, selinux: SelinuxMode): Promise<ScannedTree> {
+/**
+ * Scan DIR and apply the container-image rules. With `store` (an objects/
+ * directory) missing objects are copied to temporary names while hashing.
+ */
+export async function buildContainerTree(
+  cmd: Command,
+  dir: string,
+  selinux: SelinuxMode,
+  opts: { algorithm?: VerityAlgorithm; store?: string } = {},
+): Promise<ScannedTree> {
   const g = globalOptions(cmd);
   const progress = new Progress(`scanning ${dir}`, !g.quiet && process.stderr.isTTY === true);
   try {
-    const tree = await scanContainerRoot(dir, { algorithm: "sha256", onProgress: (n) => progress.update(n) });
+    const tree = await scanContainerRoot(dir, {
+      algorithm: opts.algorithm ?? "sha256",
+      store: opts.store,
+      onProgress: (n) => progress.update(n),
+    });
     let policy: Relabeller | null = null;
     if (selinux === "auto") {
       policy = loadTreePolicy((rel) => readTreeFile(tree.root, rel, (n) => tree.contentOf(n)));
@@ -38,7 +56,57 @@ export async function buildContainerTree(cmd: Command, dir: string, selinux: Sel
   }
 }
 
+/**
+ * Make everything written so far durable (syncfs of the repository's
+ * filesystem), so that names given afterwards never point at lost data.
+ */
+function syncRepository(repoPath: string): void {
+  const r = spawnSync("sync", ["-f", repoPath]);
+  if (r.status !== 0) spawnSync("sync");
+}
+
+/** Give a durable temporary copy its object name; an existing object is never rewritten. */
+function adoptObject(tmp: string, final: string): void {
+  try {
+    fs.linkSync(tmp, final);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw describeSystemError(e, `store object ${final}`);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
 export function registerBuild(program: Command): void {
+  program
+    .command("create-image")
+    .description("scan a root filesystem, store its files in the repository, write the image, print its digest")
+    .argument("<dir>", "the root filesystem")
+    .option("--name <name>", "also link images/refs/NAME to the image")
+    .option("--selinux <mode>", "auto: label from the tree's own policy (or drop labels without one); off: keep labels", "auto")
+    .addHelpText("after", "\nExample:\n  cfsctl --repo /var/lib/composefs create-image --name myos /rootfs\n")
+    .action(async (dir: string, o: { name?: string; selinux?: string }, cmd: Command) => {
+      const selinux = parseSelinuxMode(o.selinux);
+      const repo = openRepository(cmd, { create: true });
+      try {
+        const objects = path.join(repo.path, "objects");
+        const tree = await buildContainerTree(cmd, dir, selinux, { algorithm: repo.algorithm, store: objects });
+        try {
+          syncRepository(repo.path);
+          for (const f of tree.external) {
+            if (f.tmp) adoptObject(f.tmp, repo.objectPath(f.inode.digest!));
+            f.tmp = undefined;
+          }
+        } finally {
+          for (const f of tree.external) if (f.tmp) fs.rmSync(f.tmp, { force: true });
+        }
+        const { image } = writeImage(tree.root, { metacopyAlgorithm: repo.algorithm });
+        const digest = repo.writeImage(image, o.name);
+        syncRepository(repo.path);
+        writeStdout(digest + "\n");
+      } finally {
+        repo.close();
+      }
+    });
   program
     .command("compute-id")
     .description("print the composefs digest of a root filesystem (what create-image would print); writes nothing")
