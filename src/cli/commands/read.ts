@@ -1,0 +1,140 @@
+/**
+ * Reading images: `cfsctl dump` and `cfsctl image-objects`, and the helpers
+ * the `info` subcommands share (opening an image argument, walking a tree).
+ */
+import fs from "node:fs";
+import type { Command } from "commander";
+import { writeDumpfile } from "../../dumpfile/write.js";
+import { readImage, type ReadOptions } from "../../erofs/reader.js";
+import { S_IFMT, S_IFREG, type Inode } from "../../model/inode.js";
+import { CfsError, describeSystemError } from "../../util/errors.js";
+import { StdoutBuffer, writeStdout } from "../io.js";
+
+/**
+ * The bytes of the image an IMAGE argument names. For now a path to an image
+ * file; naming images in the repository (hex digest, `refs/NAME`) goes here.
+ */
+export function openImageArg(arg: string): Buffer {
+  try {
+    return fs.readFileSync(arg);
+  } catch (e) {
+    throw describeSystemError(e, `open ${arg}`);
+  }
+}
+
+/** Open and read an image argument; errors name the argument. */
+export function loadImageArg(arg: string, opts: ReadOptions = {}): Inode {
+  const buf = openImageArg(arg);
+  try {
+    return readImage(buf, opts);
+  } catch (e) {
+    if (e instanceof CfsError) throw new CfsError(`${arg}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Print the dumpfile of each image, one after the other (composefs-info dump). */
+export function dumpImages(images: string[], opts: ReadOptions = {}): void {
+  for (const arg of images) {
+    const root = loadImageArg(arg, opts);
+    writeDumpfile(root, (chunk) => writeStdout(chunk));
+  }
+}
+
+/** Every inode of a tree once (hardlink entries skipped), root first, depth-first. */
+export function forEachInode(root: Inode, visit: (inode: Inode) => void): void {
+  visit(root);
+  const stack: Inode[] = [root];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    for (const ent of dir.entries!) {
+      if (ent.hardlink) continue;
+      visit(ent.inode);
+      if (ent.inode.entries !== null) stack.push(ent.inode);
+    }
+  }
+}
+
+/** Payloads (backing-file paths) of the regular files of a tree, as composefs-info collects them. */
+export function collectPayloads(root: Inode, into: Set<string>): void {
+  forEachInode(root, (n) => {
+    if ((n.mode & S_IFMT) === S_IFREG && n.payload !== null) into.add(n.payload.toString("latin1"));
+  });
+}
+
+/** `XX/YYYY…` (sha256 or sha512 fs-verity digest split after one byte). */
+const OBJECT_PATH = /^\/*([0-9a-f]{2})\/([0-9a-f]{62}|[0-9a-f]{126})$/;
+
+/**
+ * The object digests an image refers to, sorted and unique.
+ *
+ * Choice: like composefs-rs `cfsctl image-objects` (which prints each
+ * object id as plain hex), a line is the full hex digest, without the `/`
+ * of the `XX/YYYY…` backing path; composefs-rs prints them in hash-set
+ * order, we sort them (CLI.md). The digests come from the payloads (the
+ * overlay redirects) of external files, the way overlayfs finds the object;
+ * a payload that is not such a path means the image does not belong to a
+ * repository, and is an error naming the file (use `cfsctl info objects` to
+ * see raw payloads).
+ */
+export function imageObjectDigests(root: Inode): string[] {
+  const out = new Set<string>();
+  const bad: Inode[] = [];
+  forEachInode(root, (n) => {
+    if ((n.mode & S_IFMT) !== S_IFREG || n.payload === null) return;
+    const m = OBJECT_PATH.exec(n.payload.toString("latin1"));
+    if (m === null) bad.push(n);
+    else out.add(m[1]! + m[2]!);
+  });
+  if (bad.length > 0) {
+    const first = bad[0]!;
+    throw new CfsError(
+      `${pathOf(root, first)} refers to '${first.payload!.toString("latin1")}', which is not an object path` +
+        (bad.length > 1 ? ` (and ${bad.length - 1} more)` : ""),
+    );
+  }
+  return [...out].sort();
+}
+
+/** First path of an inode in depth-first order (error messages only). */
+function pathOf(root: Inode, target: Inode): string {
+  const rec = (dir: Inode, prefix: string): string | null => {
+    for (const ent of dir.entries!) {
+      const p = `${prefix}/${ent.name.toString("latin1")}`;
+      if (ent.inode === target) return p;
+      if (!ent.hardlink && ent.inode.entries !== null) {
+        const r = rec(ent.inode, p);
+        if (r !== null) return r;
+      }
+    }
+    return null;
+  };
+  return target === root ? "/" : (rec(root, "") ?? "?");
+}
+
+export function registerRead(program: Command): void {
+  program
+    .command("dump")
+    .description("print an image as a composefs-dump(5) file (as composefs-info dump)")
+    .argument("<image...>", "image file")
+    .addHelpText("after", "\nExample:\n  cfsctl dump image.cfs > image.dump\n")
+    .action((images: string[]) => dumpImages(images));
+
+  program
+    .command("image-objects")
+    .description("print the object digests an image refers to, one a line, sorted")
+    .argument("<image>", "image file")
+    .addHelpText("after", "\nExample:\n  cfsctl image-objects image.cfs\n")
+    .action((image: string) => {
+      let digests: string[];
+      const root = loadImageArg(image);
+      try {
+        digests = imageObjectDigests(root);
+      } catch (e) {
+        throw e instanceof CfsError ? new CfsError(`${image}: ${e.message}`) : e;
+      }
+      const out = new StdoutBuffer();
+      for (const d of digests) out.write(d + "\n");
+      out.flush();
+    });
+}
