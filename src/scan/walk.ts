@@ -64,7 +64,22 @@ function splitMtime(ns: bigint): [bigint, number] {
   return [sec, Number(rem)];
 }
 
-function readXattrs(path: Buffer, inode: Inode, mode: "all" | "user"): void {
+function isAscii(b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i]! >= 0x80) return false;
+  return true;
+}
+
+/**
+ * All xattrs of one entry. fs-xattr's calls follow symlinks and take string
+ * paths: a symlink, or a name that is not plain ASCII, is read through an
+ * O_PATH|O_NOFOLLOW descriptor's /proc/self/fd/N path; anything else by its
+ * own path (one call instead of three, where most entries have none).
+ */
+function readXattrs(path: Buffer, inode: Inode, mode: "all" | "user", isSymlink: boolean): void {
+  if (!isSymlink && isAscii(path)) {
+    readXattrsAt(path.toString("latin1"), path, inode, mode);
+    return;
+  }
   let fd: number;
   try {
     fd = fs.openSync(path, O_PATH | fs.constants.O_NOFOLLOW);
@@ -72,31 +87,34 @@ function readXattrs(path: Buffer, inode: Inode, mode: "all" | "user"): void {
     throw describeSystemError(e, show(path));
   }
   try {
-    const proc = `/proc/self/fd/${fd}`;
-    let names: string[];
-    try {
-      names = xattr.listAttributesSync(proc);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "ENOTSUP" || code === "EOPNOTSUPP") return;
-      throw describeSystemError(e, `${show(path)}: listing xattrs`);
-    }
-    for (const name of names) {
-      if (mode === "user" && !name.startsWith("user.")) continue;
-      if (name.includes("\ufffd")) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name}`);
-      let value: Buffer;
-      try {
-        value = xattr.getAttributeSync(proc, name);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENODATA") continue; // removed meanwhile
-        throw describeSystemError(e, `${show(path)}: reading xattr ${name}`);
-      }
-      if (!inode.setXattr(Buffer.from(name, "utf8"), Buffer.from(value))) {
-        throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${name})`);
-      }
-    }
+    readXattrsAt(`/proc/self/fd/${fd}`, path, inode, mode);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "user"): void {
+  let names: string[];
+  try {
+    names = xattr.listAttributesSync(at);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTSUP" || code === "EOPNOTSUPP") return;
+    throw describeSystemError(e, `${show(path)}: listing xattrs`);
+  }
+  for (const name of names) {
+    if (mode === "user" && !name.startsWith("user.")) continue;
+    if (name.includes("\ufffd")) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name}`);
+    let value: Buffer;
+    try {
+      value = xattr.getAttributeSync(at, name);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENODATA") continue; // removed meanwhile
+      throw describeSystemError(e, `${show(path)}: reading xattr ${name}`);
+    }
+    if (!inode.setXattr(Buffer.from(name, "utf8"), Buffer.from(value))) {
+      throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${name})`);
+    }
   }
 }
 
@@ -145,7 +163,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     const type = mode & S_IFMT;
     if (type === S_IFCHR || type === S_IFBLK) inode.rdev = Number(s.rdev & 0xffffffffn);
     if (!opts.useEpoch) [inode.mtimeSec, inode.mtimeNsec] = splitMtime(s.mtimeNs);
-    if (opts.xattrs !== "none") readXattrs(path, inode, opts.xattrs);
+    if (opts.xattrs !== "none") readXattrs(path, inode, opts.xattrs, type === S_IFLNK);
     return inode;
   };
 
