@@ -25,7 +25,8 @@ export function writeDumpfile(root: Inode, sink: Sink): void {
     }
   };
   emit(Buffer.from("/"), root, null);
-  firstPath.set(root, Buffer.from("/"));
+  // A hardlink to the root names it by the empty path, as composefs-info does.
+  firstPath.set(root, Buffer.alloc(0));
   const rec = (dir: Inode, prefix: Buffer) => {
     for (const ent of dir.entries as Dirent[]) {
       const path = Buffer.concat([prefix, SLASH, ent.name]);

@@ -36,10 +36,11 @@ const FILTER_HELP = "only these entries of the root directory (repeatable)";
 
 /** `composefs-info ls`: every path but the root, with `/`, `-> target` or `@ payload`. */
 function listTree(root: Inode, out: StdoutBuffer): void {
-  const rec = (dir: Inode, prefix: Buffer): void => {
+  // Escaping works byte by byte, so a path escapes as its escaped components.
+  const rec = (dir: Inode, prefix: string): void => {
     for (const ent of dir.entries!) {
-      const path = Buffer.concat([prefix, SLASH, ent.name]);
-      let line = escape(path, Escape.NoEscapeSpace);
+      const path = prefix + "/" + escape(ent.name, Escape.NoEscapeSpace);
+      let line = path;
       // A hardlink entry prints its path only, as upstream's link nodes carry no mode.
       if (!ent.hardlink) {
         const n = ent.inode;
@@ -52,7 +53,7 @@ function listTree(root: Inode, out: StdoutBuffer): void {
       if (!ent.hardlink && ent.inode.entries !== null) rec(ent.inode, path);
     }
   };
-  rec(root, EMPTY);
+  rec(root, "");
 }
 
 const SLASH = Buffer.from("/");

@@ -4,8 +4,7 @@
  */
 import fs from "node:fs";
 import type { Command } from "commander";
-import { writeDumpfile } from "../../dumpfile/write.js";
-import { readImage, type ReadOptions } from "../../erofs/reader.js";
+import { dumpImage, readImage, type ReadOptions } from "../../erofs/reader.js";
 import { S_IFMT, S_IFREG, type Inode } from "../../model/inode.js";
 import { CfsError, describeSystemError } from "../../util/errors.js";
 import { StdoutBuffer, writeStdout } from "../io.js";
@@ -33,11 +32,20 @@ export function loadImageArg(arg: string, opts: ReadOptions = {}): Inode {
   }
 }
 
-/** Print the dumpfile of each image, one after the other (composefs-info dump). */
+/**
+ * Print the dumpfile of each image, one after the other (composefs-info
+ * dump). dumpImage prints what writeDumpfile(readImage()) would, straight
+ * from the image.
+ */
 export function dumpImages(images: string[], opts: ReadOptions = {}): void {
   for (const arg of images) {
-    const root = loadImageArg(arg, opts);
-    writeDumpfile(root, (chunk) => writeStdout(chunk));
+    const buf = openImageArg(arg);
+    try {
+      dumpImage(buf, (chunk) => writeStdout(chunk), opts);
+    } catch (e) {
+      if (e instanceof CfsError) throw new CfsError(`${arg}: ${e.message}`);
+      throw e;
+    }
   }
 }
 
