@@ -5,12 +5,35 @@
  */
 import { Command, CommanderError } from "commander";
 import { CfsError } from "../util/errors.js";
-import { registerMkcomposefs } from "./commands/mkcomposefs.js";
-import { registerInfo } from "./commands/info.js";
-import { registerRead } from "./commands/read.js";
-import { registerBuild } from "./commands/build.js";
-import { registerRepository } from "./commands/repository.js";
 import { VERSION } from "./version.js";
+
+type Register = (program: Command) => unknown;
+
+/**
+ * Command modules, loaded only when their command runs (or for the full
+ * help): start-up stays at commander's cost whatever the program grows to.
+ */
+const COMMAND_MODULES: Array<{ commands: string[]; load: () => Promise<Register> }> = [
+  { commands: ["create-image", "compute-id", "create-dumpfile"], load: async () => (await import("./commands/build.js")).registerBuild },
+  { commands: ["mkcomposefs"], load: async () => (await import("./commands/mkcomposefs.js")).registerMkcomposefs },
+  { commands: ["info"], load: async () => (await import("./commands/info.js")).registerInfo },
+  { commands: ["dump", "image-objects"], load: async () => (await import("./commands/read.js")).registerRead },
+  { commands: ["init", "fsck", "gc", "mount"], load: async () => (await import("./commands/repository.js")).registerRepository },
+];
+
+/** The subcommand named on the line: the first word that is not a global option or its value. */
+function commandName(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--repo" || a === "--hash") {
+      i++;
+      continue;
+    }
+    if (a.startsWith("-")) continue;
+    return a;
+  }
+  return undefined;
+}
 
 export interface GlobalOptions {
   repo?: string;
@@ -19,7 +42,7 @@ export interface GlobalOptions {
   quiet: boolean;
 }
 
-export function buildProgram(): Command {
+export async function buildProgram(args: string[] = []): Promise<Command> {
   const program = new Command();
   program
     .name("cfsctl")
@@ -31,11 +54,10 @@ export function buildProgram(): Command {
     .option("-q, --quiet", "no progress bars", false)
     .showHelpAfterError()
     .exitOverride();
-  registerBuild(program);
-  registerMkcomposefs(program);
-  registerInfo(program);
-  registerRead(program);
-  registerRepository(program);
+  const name = commandName(args);
+  const wanted = COMMAND_MODULES.filter((m) => name !== undefined && m.commands.includes(name));
+  const onlyVersion = args.length === 1 && (args[0] === "--version" || args[0] === "-V");
+  for (const m of onlyVersion ? [] : wanted.length > 0 ? wanted : COMMAND_MODULES) (await m.load())(program);
   // Every subcommand throws instead of exiting, so main() decides the code.
   for (const c of program.commands) c.exitOverride();
   return program;
@@ -53,7 +75,14 @@ export function globalOptions(cmd: Command): GlobalOptions {
 export class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
+  // A reader that goes away (`cfsctl dump IMG | head`) ends the output quietly.
+  for (const s of [process.stdout, process.stderr]) {
+    s.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw e;
+    });
+  }
+  const program = await buildProgram(argv.slice(2));
   try {
     await program.parseAsync(argv);
   } catch (e) {
