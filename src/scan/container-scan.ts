@@ -5,6 +5,7 @@
  * rules are applied afterwards by src/tree/container-rules.ts.
  */
 import fs from "node:fs";
+import { CfsError } from "../util/errors.js";
 import type { VerityAlgorithm } from "../fsverity/digest.js";
 import type { Inode } from "../model/inode.js";
 import { walk, type ExternalFile } from "./walk.js";
@@ -13,8 +14,8 @@ import { SCAN_INLINE_MAX } from "./mkcomposefs-scan.js";
 export interface ScannedTree {
   root: Inode;
   external: ExternalFile[];
-  /** The bytes of an external file, read from where it was scanned. */
-  contentOf(inode: Inode): Buffer | null;
+  /** The bytes of an external file, read from where it was scanned (its resolved path in the tree). */
+  contentOf(inode: Inode, resolved: string): Buffer | null;
 }
 
 export async function scanContainerRoot(
@@ -32,14 +33,13 @@ export async function scanContainerRoot(
     store: opts.store,
     onProgress: opts.onProgress,
   });
-  const paths = new Map<Inode, Buffer>();
-  for (const f of res.external) paths.set(f.inode, f.path);
   return {
     root: res.root,
     external: res.external,
-    contentOf(inode) {
-      const p = paths.get(inode);
-      return p ? fs.readFileSync(p) : null;
+    contentOf(inode, resolved) {
+      const data = fs.readFileSync(Buffer.concat([Buffer.from(dir), Buffer.from("/"), Buffer.from(resolved, "latin1")]));
+      if (BigInt(data.length) !== inode.size) throw new CfsError(`${dir}/${resolved}: changed while it was read`);
+      return data;
     },
   };
 }

@@ -17,7 +17,7 @@ export interface HashJob {
 }
 
 /** A digest, and with a store the temporary file holding a copy (when the object was missing). */
-export type HashResult = { id: number; digest: Buffer; tmp?: string } | { id: number; error: string };
+export type HashResult = { id: number; digest: Buffer; tmp?: string } | { id: number; error: string; path: string };
 
 const BATCH = 32;
 
@@ -54,7 +54,8 @@ export class HashPool {
   ) {
     const url = workerUrl();
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(url);
+      // Workers only hash: small heaps keep the process's memory flat.
+      const w = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       w.on("message", (res: HashResult[]) => {
         for (const r of res) this.results.set(r.id, r);
         this.inFlight--;

@@ -31,6 +31,10 @@ function unchanged(fd: number, job: HashJob, total: number): boolean {
   return total === job.size && st.ino === BigInt(job.ino) && st.size === BigInt(job.size) && st.mtimeNs === BigInt(job.mtimeNs);
 }
 
+function failure(job: HashJob, error: string): HashResult {
+  return { id: job.id, error, path: Buffer.from(job.path).toString("utf8") };
+}
+
 function hashOne(job: HashJob, alg: VerityAlgorithm, store: string | null): HashResult {
   let fd = -1;
   let tmp: string | null = null;
@@ -60,7 +64,7 @@ function hashOne(job: HashJob, alg: VerityAlgorithm, store: string | null): Hash
     }
     // Compared with what the walk saw: a file written to (or replaced)
     // since then shows another size, inode or mtime.
-    if (!unchanged(fd, job, total)) return { id: job.id, error: "changed while it was read" };
+    if (!unchanged(fd, job, total)) return failure(job, "changed while it was read");
     if (store === null) return { id: job.id, digest };
 
     const hex = digest.toString("hex");
@@ -79,14 +83,14 @@ function hashOne(job: HashJob, alg: VerityAlgorithm, store: string | null): Hash
     } else {
       fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       fs.chmodSync(tmp, 0o644);
-      if (!unchanged(fd, job, total)) return { id: job.id, error: "changed while it was read" };
+      if (!unchanged(fd, job, total)) return failure(job, "changed while it was read");
     }
     const done = tmp;
     tmp = null;
     return { id: job.id, digest, tmp: done };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    return { id: job.id, error: err.code ? `${err.code} (${err.syscall ?? "io"})` : err.message };
+    return failure(job, err.code ? `${err.code} (${err.syscall ?? "io"})` : err.message);
   } finally {
     if (fd >= 0) fs.closeSync(fd);
     if (tmp !== null) fs.rmSync(tmp, { force: true });

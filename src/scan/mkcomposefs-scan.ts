@@ -10,6 +10,7 @@ import path from "node:path";
 import type { Inode } from "../model/inode.js";
 import { describeSystemError } from "../util/errors.js";
 import { walk } from "./walk.js";
+import { commitObjects } from "./store.js";
 
 export interface MkcomposefsScanOptions {
   useEpoch: boolean;
@@ -24,6 +25,14 @@ export interface MkcomposefsScanOptions {
 export const SCAN_INLINE_MAX = 64;
 
 export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptions): Promise<Inode> {
+  const store = opts.digestStore ? path.resolve(opts.digestStore) : undefined;
+  if (store) {
+    try {
+      fs.mkdirSync(store, { recursive: true, mode: 0o755 });
+    } catch (e) {
+      throw describeSystemError(e, `cannot fill store ${store}`);
+    }
+  }
   const res = await walk(dir, {
     hardlinks: false,
     useEpoch: opts.useEpoch,
@@ -32,41 +41,9 @@ export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptio
     inlineMax: SCAN_INLINE_MAX,
     algorithm: "sha256",
     threads: opts.threads,
+    // --digest-store: DIR/XX/YYYY…, filled as the files are hashed (see store.ts).
+    store,
   });
-  if (opts.digestStore) {
-    for (const f of res.external) copyToDigestStore(opts.digestStore, f.path, f.inode.payload!.toString("latin1"));
-  }
+  if (store) commitObjects(store, res.external);
   return res.root;
-}
-
-/**
- * Place a file at STORE/XX/YYYY… as mkcomposefs --digest-store does
- * (tools/mkcomposefs.c copy_file_with_dirs_if_needed): nothing if present,
- * else a temporary file (reflinked where the filesystem can), mode 0644,
- * fsync, rename.
- */
-function copyToDigestStore(store: string, src: Buffer, objectPath: string): void {
-  const dest = path.join(store, objectPath);
-  if (fs.existsSync(dest)) return;
-  const dir = path.dirname(dest);
-  const tmp = path.join(store, `.tmp${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    fs.copyFileSync(src, tmp, fs.constants.COPYFILE_FICLONE);
-    const fd = fs.openSync(tmp, "r+");
-    try {
-      fs.fchmodSync(fd, 0o644);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, dest);
-  } catch (e) {
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* not created */
-    }
-    throw describeSystemError(e, `cannot fill store ${store}`);
-  }
 }

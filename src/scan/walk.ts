@@ -35,7 +35,6 @@ export interface WalkOptions {
 
 export interface ExternalFile {
   inode: Inode;
-  path: Buffer;
   /** With a store: the temporary copy to rename to the object's name. */
   tmp?: string;
 }
@@ -187,7 +186,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         return;
       }
       if (s.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new CfsError(`${show(path)}: file too large`);
-      jobs.push({ inode, path });
+      jobs.push({ inode });
+      // The path goes to the worker only: nothing keeps 100k paths alive.
       pool.add({ id: jobs.length - 1, path, size: Number(s.size), ino: s.ino.toString(), mtimeNs: s.mtimeNs.toString() });
     }
   };
@@ -261,7 +261,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     // Nothing of a failed scan stays in a store.
     for (const r of results.values()) if ("tmp" in r && r.tmp) fs.rmSync(r.tmp, { force: true });
     const r = results.get(failed);
-    throw new CfsError(`${show(jobs[failed]!.path)}: ${r && "error" in r ? r.error : "not hashed"}`);
+    throw new CfsError(`${r && "path" in r ? r.path : "a file"}: ${r && "error" in r ? r.error : "not hashed"}`);
   }
   for (let i = 0; i < jobs.length; i++) {
     const r = results.get(i) as { digest: Buffer; tmp?: string };

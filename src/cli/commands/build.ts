@@ -2,12 +2,10 @@
  * The main job: compute-id and create-dumpfile (and create-image, with the
  * repository) of a root filesystem under the container-image rules.
  */
-import { spawnSync } from "node:child_process";
-import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
 import type { VerityAlgorithm } from "../../fsverity/digest.js";
-import { describeSystemError } from "../../util/errors.js";
+import { commitObjects, syncFilesystem } from "../../scan/store.js";
 import { openRepository } from "./repository.js";
 import { scanContainerRoot, type ScannedTree } from "../../scan/container-scan.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
@@ -47,32 +45,12 @@ export async function buildContainerTree(
     });
     let policy: Relabeller | null = null;
     if (selinux === "auto") {
-      policy = loadTreePolicy((rel) => readTreeFile(tree.root, rel, (n) => tree.contentOf(n)));
+      policy = loadTreePolicy((rel) => readTreeFile(tree.root, rel, (n, resolved) => tree.contentOf(n, resolved)));
     }
     applyContainerRules(tree.root, { selinux, policy });
     return tree;
   } finally {
     progress.done();
-  }
-}
-
-/**
- * Make everything written so far durable (syncfs of the repository's
- * filesystem), so that names given afterwards never point at lost data.
- */
-function syncRepository(repoPath: string): void {
-  const r = spawnSync("sync", ["-f", repoPath]);
-  if (r.status !== 0) spawnSync("sync");
-}
-
-/** Give a durable temporary copy its object name; an existing object is never rewritten. */
-function adoptObject(tmp: string, final: string): void {
-  try {
-    fs.linkSync(tmp, final);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw describeSystemError(e, `store object ${final}`);
-  } finally {
-    fs.rmSync(tmp, { force: true });
   }
 }
 
@@ -90,18 +68,10 @@ export function registerBuild(program: Command): void {
       try {
         const objects = path.join(repo.path, "objects");
         const tree = await buildContainerTree(cmd, dir, selinux, { algorithm: repo.algorithm, store: objects });
-        try {
-          syncRepository(repo.path);
-          for (const f of tree.external) {
-            if (f.tmp) adoptObject(f.tmp, repo.objectPath(f.inode.digest!));
-            f.tmp = undefined;
-          }
-        } finally {
-          for (const f of tree.external) if (f.tmp) fs.rmSync(f.tmp, { force: true });
-        }
+        commitObjects(objects, tree.external);
         const { image } = writeImage(tree.root, { metacopyAlgorithm: repo.algorithm });
         const digest = repo.writeImage(image, o.name);
-        syncRepository(repo.path);
+        syncFilesystem(repo.path);
         writeStdout(digest + "\n");
       } finally {
         repo.close();
