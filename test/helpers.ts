@@ -12,8 +12,9 @@ export const CLI = path.join(ROOT, "bin", "cfsctl");
 
 export const isRoot = process.getuid?.() === 0;
 
+/** A fresh temporary directory inside the run's own (removed when the run ends: test/global-setup.ts). */
 export function tmpdir(prefix = "cfsctl-test-"): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return fs.mkdtempSync(path.join(process.env.CFSCTL_TEST_TMP ?? os.tmpdir(), prefix));
 }
 
 export interface RunResult {
