@@ -17,5 +17,6 @@ try {
 } catch {
   /* vitest did not get as far as writing results */
 }
+fs.rmSync(path.dirname(results), { recursive: true, force: true });
 if (summary) console.log(`\n${summary}`);
 process.exit(r.status ?? 1);
