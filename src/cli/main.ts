@@ -19,6 +19,7 @@ const COMMAND_MODULES: Array<{ commands: string[]; load: () => Promise<Register>
   { commands: ["info"], load: async () => (await import("./commands/info.js")).registerInfo },
   { commands: ["dump", "image-objects"], load: async () => (await import("./commands/read.js")).registerRead },
   { commands: ["init", "fsck", "gc", "mount"], load: async () => (await import("./commands/repository.js")).registerRepository },
+  { commands: ["import-oci"], load: async () => (await import("./commands/oci.js")).registerOci },
 ];
 
 /** The subcommand named on the line: the first word that is not a global option or its value. */
@@ -86,7 +87,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    process.exitCode = exitCodeFor(e);
+    const code = exitCodeFor(e);
+    // A failure ends the process now: a helper process or a pending stream
+    // (a zstd decompressor, a half-read layer) must not keep it alive.
+    if (code !== 0) process.exit(code);
+    process.exitCode = code;
   }
 }
 

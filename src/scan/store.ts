@@ -19,7 +19,13 @@ export function syncFilesystem(dir: string): void {
 
 function adopt(tmp: string, final: string): void {
   try {
-    fs.linkSync(tmp, final);
+    try {
+      fs.linkSync(tmp, final);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      fs.mkdirSync(path.dirname(final), { recursive: true, mode: 0o755 });
+      fs.linkSync(tmp, final);
+    }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw describeSystemError(e, `store object ${final}`);
   } finally {
