@@ -18,8 +18,9 @@ const COMMAND_MODULES: Array<{ commands: string[]; load: () => Promise<Register>
   { commands: ["mkcomposefs"], load: async () => (await import("./commands/mkcomposefs.js")).registerMkcomposefs },
   { commands: ["info"], load: async () => (await import("./commands/info.js")).registerInfo },
   { commands: ["dump", "image-objects"], load: async () => (await import("./commands/read.js")).registerRead },
+  { commands: ["diff"], load: async () => (await import("./commands/diff.js")).registerDiff },
   { commands: ["init", "fsck", "gc", "mount"], load: async () => (await import("./commands/repository.js")).registerRepository },
-  { commands: ["import-oci"], load: async () => (await import("./commands/oci.js")).registerOci },
+  { commands: ["import-oci", "cat"], load: async () => (await import("./commands/oci.js")).registerOci },
 ];
 
 /** The subcommand named on the line: the first word that is not a global option or its value. */

@@ -19,6 +19,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { digestLength, fsverityDigest, fsverityDigestFdSync, type VerityAlgorithm } from "../fsverity/digest.js";
+import { openSplitStream } from "./splitstream.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { checkObjects } from "./fsck-objects.js";
 import { collectImageObjects } from "./image-objects.js";
@@ -394,6 +395,36 @@ export class Repository {
     }
   }
 
+  /** A fresh temporary name (for files written in objects/ before they are named). */
+  tmpName(): string {
+    return tmpName();
+  }
+
+  /**
+   * Name a complete temporary file (written and hashed by the caller, in
+   * objects/) as the object `digest`: fsync, fs-verity where possible, link.
+   * The temporary name is removed in every case.
+   */
+  adoptObject(tmp: string, digest: string | Uint8Array): "stored" | "present" {
+    const hex = this.digestHex(digest);
+    const final = this.objectPath(hex);
+    try {
+      if (lstatOrNull(final)) return "present";
+      this.mkdirObjects(path.dirname(final));
+      const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
+      try {
+        this.finishObject(fd, final);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return this.linkObject(tmp, final);
+    } catch (e) {
+      throw describeSystemError(e, `store object ${this.objectName(hex)}`);
+    } finally {
+      unlinkQuiet(tmp);
+    }
+  }
+
   /** Store bytes as an object; returns its digest (hex). */
   storeObjectFromBuffer(data: Uint8Array): string {
     const hex = fsverityDigest(data, this.algorithm).toString("hex");
@@ -594,13 +625,25 @@ export class Repository {
   }
 
   /**
-   * The objects a stream refers to. Split streams are not written yet, so
-   * this is empty for now: once import-oci stores split streams, it must
-   * return their object references (and those of streams they name), or gc
-   * would remove objects that only streams keep alive.
+   * The objects a stream keeps alive: its own object, the objects it refers
+   * to, and (through its named references) the streams it names and theirs.
+   * Throws when a stream cannot be read.
    */
-  streamObjects(_streamId: string): string[] {
-    return [];
+  streamObjects(streamId: string): string[] {
+    const root = this.hasStream(streamId);
+    if (root === null) return [];
+    const out = new Set<string>();
+    const todo = [root];
+    while (todo.length) {
+      const hex = todo.pop()!;
+      if (out.has(hex)) continue;
+      out.add(hex);
+      if (!this.hasObject(hex)) continue;
+      const ss = openSplitStream(this.objectPath(hex), this.algorithm, `stream object ${this.objectName(hex)}`);
+      for (const o of ss.objectRefs) out.add(o.toString("hex"));
+      for (const s of ss.streamRefs) todo.push(s.toString("hex"));
+    }
+    return [...out];
   }
 
   /** Hex digest from a link target `…/objects/XX/YYYY…`, or null when it is not one. */
@@ -691,7 +734,14 @@ export class Repository {
             if (!this.hasObject(obj)) err(rel, `needs missing object objects/${this.objectName(obj)} (${where})`);
           }
         } else {
-          for (const obj of this.streamObjects(d.name)) {
+          let objs: string[];
+          try {
+            objs = this.streamObjects(d.name);
+          } catch (e) {
+            err(rel, `not a readable split stream: ${(e as Error).message}`);
+            continue;
+          }
+          for (const obj of objs) {
             if (!this.hasObject(obj)) err(rel, `needs missing object objects/${this.objectName(obj)}`);
           }
         }
@@ -819,7 +869,13 @@ export class Repository {
       }
       if (digest === null) continue;
       liveObjects.add(digest);
-      for (const o of this.streamObjects(id)) liveObjects.add(o);
+      let objs: string[];
+      try {
+        objs = this.streamObjects(id);
+      } catch (e) {
+        throw new CfsError(`gc: stream ${id} is not readable (${(e as Error).message}); nothing removed, run \`cfsctl fsck\``);
+      }
+      for (const o of objs) liveObjects.add(o);
     }
 
     const removed: GcRemoval[] = [];
@@ -846,6 +902,16 @@ export class Repository {
           continue;
         }
         if (!d.isSymbolicLink() || live.has(d.name)) continue;
+        // A stream another live stream names (a layer of a named image) stays.
+        if (category === "streams") {
+          let target: string | null = null;
+          try {
+            target = this.hasStream(d.name);
+          } catch {
+            /* not a valid stream id */
+          }
+          if (target !== null && liveObjects.has(target)) continue;
+        }
         remove(category === "images" ? "image" : "stream", `${category}/${d.name}`, 0);
       }
       // Stray temporaries of interrupted ref updates.

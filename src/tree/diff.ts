@@ -1,29 +1,45 @@
 /**
- * Entry-by-entry comparison of two inode trees: what `cfsctl diff` prints
- * when two digests disagree.
+ * Entry-by-entry comparison of two inode trees: what `cfsctl diff` prints.
+ *
+ * Every path of either tree is visited once, in byte order of the raw path;
+ * an entry only in A or only in B is one difference, and each field that
+ * differs between two entries of the same path is one more (doc/diff.md).
+ * Paths and values are printed escaped as in composefs-dump(5), so they never
+ * hold a space and a line splits on spaces into its parts.
  */
 import { escape, Escape } from "../dumpfile/escape.js";
-import { S_IFBLK, S_IFCHR, S_IFLNK, S_IFMT, S_IFREG, type Inode } from "../model/inode.js";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Inode } from "../model/inode.js";
 
 export interface FieldChange {
+  /** type, mode, uid, gid, size, mtime, rdev, target, content, payload, nlink, hardlink, xattr */
   field: string;
-  a: string;
-  b: string;
+  /** For an xattr: its name (escaped). */
+  key?: string;
+  /** The value in A, or null where A has none (an xattr added). */
+  a: string | null;
+  /** The value in B, or null where B has none (an xattr removed). */
+  b: string | null;
 }
 
 export interface EntryDiff {
+  /** The path, escaped as in a dumpfile. */
   path: string;
+  /** added: only in B; removed: only in A; changed: in both, see fields. */
   change: "added" | "removed" | "changed";
   fields?: FieldChange[];
 }
 
 interface Flat {
   inode: Inode;
-  /** For a hardlink entry: the path of the name that owns the inode. */
+  /** For a hardlink entry: the (raw) path of the name that owns the inode. */
   linkTo: string | null;
 }
 
-/** Every path of a tree (escaped as in a dumpfile), depth-first. */
+/**
+ * Every path of a tree, keyed by its raw bytes as a latin1 string (so that
+ * `<` on keys is byte order), walked depth-first in name order: the first
+ * name of an inode owns it, later names are hardlinks to it.
+ */
 function flatten(root: Inode): Map<string, Flat> {
   const out = new Map<string, Flat>();
   const first = new Map<Inode, string>();
@@ -31,10 +47,10 @@ function flatten(root: Inode): Map<string, Flat> {
   first.set(root, "/");
   const rec = (dir: Inode, prefix: string) => {
     for (const e of dir.entries!) {
-      const p = `${prefix}/${escape(e.name)}`;
+      const p = `${prefix}/${e.name.toString("latin1")}`;
       const seen = first.get(e.inode);
       out.set(p, { inode: e.inode, linkTo: seen ?? null });
-      if (seen) continue;
+      if (seen !== undefined) continue;
       first.set(e.inode, p);
       if (e.inode.entries) rec(e.inode, p);
     }
@@ -43,28 +59,45 @@ function flatten(root: Inode): Map<string, Flat> {
   return out;
 }
 
+function show(rawPath: string): string {
+  return escape(Buffer.from(rawPath, "latin1"));
+}
+
 const TYPE_NAMES: Record<number, string> = {
   0o140000: "socket",
   0o120000: "symlink",
   0o100000: "file",
-  0o060000: "block device",
+  0o060000: "block-device",
   0o040000: "directory",
-  0o020000: "char device",
+  0o020000: "char-device",
   0o010000: "fifo",
 };
 
-function content(n: Inode): string {
-  if ((n.mode & S_IFMT) !== S_IFREG) return "";
-  if (n.content && n.content.length > 0) return `inline ${escape(n.content, Escape.LoneDash)}`;
-  if (n.digest) return `digest ${n.digest.toString("hex")}`;
-  if (n.size === 0n) return "empty";
-  return `external ${n.payload ? escape(n.payload) : "-"}`;
+function typeName(mode: number): string {
+  return TYPE_NAMES[mode & S_IFMT] ?? `unknown-${((mode & S_IFMT) >>> 12).toString(8)}`;
 }
 
+function mtime(n: Inode): string {
+  return n.mtimeNsec === 0 ? n.mtimeSec.toString() : `${n.mtimeSec}.${String(n.mtimeNsec).padStart(9, "0")}`;
+}
+
+/** A regular file's data: inline bytes, the fs-verity digest of an external file, or empty. */
+function content(n: Inode): string {
+  if (n.content && n.content.length > 0) return `inline:${escape(n.content, Escape.LoneDash)}`;
+  if (n.digest) return `digest:${n.digest.toString("hex")}`;
+  if (n.size === 0n) return "empty";
+  return "external:unknown";
+}
+
+/** Xattrs by raw name (latin1), values escaped. */
 function xattrMap(n: Inode): Map<string, string> {
   const m = new Map<string, string>();
-  for (const x of n.xattrs) m.set(escape(x.key, Escape.Equal), escape(x.value, Escape.Equal));
+  for (const x of n.xattrs) m.set(x.key.toString("latin1"), escape(x.value, Escape.Equal));
   return m;
+}
+
+function byteOrder(x: string, y: string): number {
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 function compareEntries(a: Flat, b: Flat): FieldChange[] {
@@ -74,55 +107,72 @@ function compareEntries(a: Flat, b: Flat): FieldChange[] {
   };
   const na = a.inode;
   const nb = b.inode;
-  push("type", TYPE_NAMES[na.mode & S_IFMT] ?? "?", TYPE_NAMES[nb.mode & S_IFMT] ?? "?");
-  push("mode", (na.mode & 0o7777).toString(8).padStart(4, "0"), (nb.mode & 0o7777).toString(8).padStart(4, "0"));
-  push("owner", `${na.uid}:${na.gid}`, `${nb.uid}:${nb.gid}`);
-  push("mtime", `${na.mtimeSec}.${na.mtimeNsec}`, `${nb.mtimeSec}.${nb.mtimeNsec}`);
   const type = na.mode & S_IFMT;
-  if (type === (nb.mode & S_IFMT)) {
-    if (type === S_IFREG) {
-      push("size", na.size.toString(), nb.size.toString());
-      push("content", content(na), content(nb));
-    }
-    if (type === S_IFLNK) push("target", escape(na.payload ?? Buffer.alloc(0)), escape(nb.payload ?? Buffer.alloc(0)));
-    if (type === S_IFCHR || type === S_IFBLK) push("rdev", String(na.rdev), String(nb.rdev));
-    if (!na.entries) push("nlink", String(na.nlink), String(nb.nlink));
+  const sameType = type === (nb.mode & S_IFMT);
+  push("type", typeName(na.mode), typeName(nb.mode));
+  push("mode", (na.mode & 0o7777).toString(8).padStart(4, "0"), (nb.mode & 0o7777).toString(8).padStart(4, "0"));
+  push("uid", String(na.uid), String(nb.uid));
+  push("gid", String(na.gid), String(nb.gid));
+  if (sameType && type === S_IFREG) push("size", na.size.toString(), nb.size.toString());
+  push("mtime", mtime(na), mtime(nb));
+  if (sameType && (type === S_IFCHR || type === S_IFBLK)) push("rdev", String(na.rdev), String(nb.rdev));
+  if (sameType && type === S_IFLNK) push("target", escape(na.payload ?? Buffer.alloc(0)), escape(nb.payload ?? Buffer.alloc(0)));
+  if (sameType && type === S_IFREG) {
+    push("content", content(na), content(nb));
+    // The backing path of an external file; a scanned tree has none until it is written.
+    if (na.payload && nb.payload) push("payload", escape(na.payload), escape(nb.payload));
   }
-  push("hardlink", a.linkTo ?? "-", b.linkTo ?? "-");
+  // A directory's link count follows from its subdirectories, listed anyway.
+  if (type !== S_IFDIR && (nb.mode & S_IFMT) !== S_IFDIR) push("nlink", String(na.nlink), String(nb.nlink));
+  push("hardlink", a.linkTo === null ? "(none)" : show(a.linkTo), b.linkTo === null ? "(none)" : show(b.linkTo));
   const xa = xattrMap(na);
   const xb = xattrMap(nb);
-  for (const k of [...new Set([...xa.keys(), ...xb.keys()])].sort()) {
-    push(`xattr ${k}`, xa.has(k) ? xa.get(k)! : "(none)", xb.has(k) ? xb.get(k)! : "(none)");
+  for (const k of [...new Set([...xa.keys(), ...xb.keys()])].sort(byteOrder)) {
+    const va = xa.get(k) ?? null;
+    const vb = xb.get(k) ?? null;
+    if (va !== vb) out.push({ field: "xattr", key: escape(Buffer.from(k, "latin1"), Escape.Equal), a: va, b: vb });
   }
   return out;
 }
 
-/** The differences from tree A to tree B, in path order. */
+/** The differences from tree A to tree B, in byte order of the paths. */
 export function diffTrees(a: Inode, b: Inode): EntryDiff[] {
   const fa = flatten(a);
   const fb = flatten(b);
-  const paths = [...new Set([...fa.keys(), ...fb.keys()])].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const paths = [...new Set([...fa.keys(), ...fb.keys()])].sort(byteOrder);
   const out: EntryDiff[] = [];
   for (const p of paths) {
     const ea = fa.get(p);
     const eb = fb.get(p);
-    if (!ea) out.push({ path: p, change: "added" });
-    else if (!eb) out.push({ path: p, change: "removed" });
+    if (!ea) out.push({ path: show(p), change: "added" });
+    else if (!eb) out.push({ path: show(p), change: "removed" });
     else {
       const fields = compareEntries(ea, eb);
-      if (fields.length > 0) out.push({ path: p, change: "changed", fields });
+      if (fields.length > 0) out.push({ path: show(p), change: "changed", fields });
     }
   }
   return out;
 }
 
-/** Human-readable lines: `+ path`, `- path`, `~ path: field a -> b; …`. */
+/** One line of a field change, without the `~ PATH ` prefix. */
+function formatField(f: FieldChange): string {
+  if (f.field !== "xattr") return `${f.field} ${f.a} -> ${f.b}`;
+  if (f.a === null) return `xattr added ${f.key}=${f.b}`;
+  if (f.b === null) return `xattr removed ${f.key}=${f.a}`;
+  return `xattr changed ${f.key}=${f.a} -> ${f.key}=${f.b}`;
+}
+
+/**
+ * One line a difference: `- PATH` (only in A), `+ PATH` (only in B),
+ * `~ PATH FIELD A -> B`, `~ PATH xattr added|removed KEY=VALUE`,
+ * `~ PATH xattr changed KEY=A -> KEY=B`.
+ */
 export function formatDiff(diffs: EntryDiff[]): string {
   let s = "";
   for (const d of diffs) {
     if (d.change === "added") s += `+ ${d.path}\n`;
     else if (d.change === "removed") s += `- ${d.path}\n`;
-    else s += `~ ${d.path}: ${d.fields!.map((f) => `${f.field} ${f.a} -> ${f.b}`).join("; ")}\n`;
+    else for (const f of d.fields!) s += `~ ${d.path} ${formatField(f)}\n`;
   }
   return s;
 }

@@ -1,70 +1,221 @@
-/** `cfsctl import-oci`: the image of a root filesystem from its OCI layers. */
+/**
+ * `cfsctl import-oci`: the image of a root filesystem from its OCI layers,
+ * each layer kept as a split stream; `cfsctl cat`: a stored layer back as
+ * the exact uncompressed tar.
+ *
+ * Nothing is named before everything is verified: objects and split streams
+ * are written under temporary names while the layers are read, and are
+ * given their names (objects, then streams, then the image) only after
+ * every blob digest and diff_id matched.
+ */
+import crypto from "node:crypto";
 import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
-import { LayerMerger } from "../../oci/import.js";
-import { TarReader } from "../../oci/tar.js";
-import { openLayer } from "../../oci/import.js";
-import { commitObjects, syncFilesystem } from "../../scan/store.js";
+import { LayerReader, type LayerSink } from "../../oci/layer.js";
+import { LayerMerger } from "../../oci/merge.js";
+import { resolveSources } from "../../oci/source.js";
+import {
+  CONTENT_TYPE_CONFIG,
+  CONTENT_TYPE_LAYER,
+  SplitStreamWriter,
+  openSplitStream,
+} from "../../repository/splitstream.js";
+import type { Repository } from "../../repository/repository.js";
+import { syncFilesystem } from "../../scan/store.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
 import { readTreeFile } from "../../tree/lookup.js";
 import { writeImage } from "../../erofs/writer.js";
 import { CfsError } from "../../util/errors.js";
-import { writeStdout } from "../io.js";
+import { writeAllSync, writeStdout } from "../io.js";
+import { globalOptions } from "../main.js";
+import { Progress } from "../progress.js";
 import { parseSelinuxMode } from "./build.js";
 import { openRepository } from "./repository.js";
 import { loadTreePolicy } from "./selinux-glue.js";
 
-const ARCHIVE_MARKERS = ["oci-layout", "index.json", "manifest.json", "repositories"];
+/** composefs-rs names: streams/oci-layer-sha256:<diff_id>, streams/oci-config-sha256:<digest>. */
+export function layerStreamId(diffId: string): string {
+  return `oci-layer-${diffId}`;
+}
+function configStreamId(digest: string): string {
+  return `oci-config-${digest}`;
+}
 
-/** Refuse image archives and layouts: only layer tarballs are read for now. */
-async function checkIsLayer(source: string): Promise<void> {
-  let st: fs.Stats;
+interface StagedStream {
+  id: string;
+  tmp: string;
+  digest: Buffer;
+}
+
+async function importOci(repo: Repository, sources: string[], opts: { name?: string; selinux: "auto" | "off"; progress: Progress }): Promise<string> {
+  const source = await resolveSources(sources);
+  const objects = `${repo.path}/objects`;
+  const reader = new LayerReader({
+    dir: objects,
+    algorithm: repo.algorithm,
+    hasObject: (d) => repo.hasObject(d),
+    tmpName: () => repo.tmpName(),
+  });
+  const merger = new LayerMerger();
+  const staged: StagedStream[] = [];
+  const writers: SplitStreamWriter[] = [];
+  const diffIds: string[] = [];
+  let entries = 0;
   try {
-    st = fs.statSync(source);
-  } catch {
-    throw new CfsError(`${source}: No such file or directory`);
+    for (const [i, blob] of source.layers.entries()) {
+      merger.beginLayer(blob.label);
+      const writer = new SplitStreamWriter(objects, repo.algorithm, CONTENT_TYPE_LAYER, () => repo.tmpName());
+      writers.push(writer);
+      const sink: LayerSink = { inline: (b) => writer.addInline(b), external: (d, n) => writer.addExternal(d, n) };
+      const got = await reader.read(blob, sink, (e, data) => {
+        merger.add(e, data);
+        opts.progress.update(++entries, `entries, layer ${i + 1}/${source.layers.length}`);
+      });
+      if (blob.digest !== undefined && blob.digest.startsWith("sha256:") && got.blob !== blob.digest) {
+        throw new CfsError(`${blob.label}: blob digest mismatch: ${got.blob}, descriptor says ${blob.digest}`);
+      }
+      if (blob.diffId !== undefined && got.diffId !== blob.diffId) {
+        throw new CfsError(`${blob.label}: uncompressed digest ${got.diffId} does not match the config's diff_id ${blob.diffId}`);
+      }
+      const { tmp, digest } = await writer.finish();
+      staged.push({ id: layerStreamId(got.diffId), tmp, digest });
+      diffIds.push(got.diffId);
+    }
+    // The image config as a split stream naming its layers (composefs-rs does the same),
+    // so that one ref keeps the layers alive. Loose layers get a minimal config.
+    const configBytes = source.config?.bytes ?? Buffer.from(JSON.stringify({ rootfs: { type: "layers", diff_ids: diffIds } }));
+    const configDigest = source.config?.digest ?? `sha256:${crypto.createHash("sha256").update(configBytes).digest("hex")}`;
+    const cw = new SplitStreamWriter(objects, repo.algorithm, CONTENT_TYPE_CONFIG, () => repo.tmpName());
+    writers.push(cw);
+    staged.forEach((s, i) => cw.addNamedStreamRef(diffIds[i]!, s.digest));
+    await cw.addInline(configBytes);
+    const cfg = await cw.finish();
+    staged.push({ id: configStreamId(configDigest), tmp: cfg.tmp, digest: cfg.digest });
+  } catch (e) {
+    for (const w of writers) w.abort();
+    for (const s of staged) fs.rmSync(s.tmp, { force: true });
+    reader.discard();
+    throw e;
   }
-  if (st.isDirectory()) throw new CfsError(`${source}: OCI image layout directories are not supported yet: give the layer tarballs, lowest first`);
-  const first = await new TarReader(openLayer(source)).next();
-  const name = first?.path.toString("utf8").replace(/^\.\//, "") ?? "";
-  if (ARCHIVE_MARKERS.includes(name) || name.startsWith("blobs/")) {
-    throw new CfsError(`${source}: an image archive (oci-archive or docker-archive), not a layer; archives are not supported yet: give the layer tarballs, lowest first`);
+  opts.progress.done();
+
+  // Everything verified: name objects, then streams, then the image.
+  try {
+    syncFilesystem(repo.path);
+    for (const p of reader.pending.values()) repo.adoptObject(p.tmp, p.digest);
+    reader.pending.clear();
+    for (const s of staged) repo.adoptObject(s.tmp, s.digest);
+  } finally {
+    reader.discard();
+    for (const s of staged) fs.rmSync(s.tmp, { force: true });
   }
+  const root = merger.finish();
+  let policy: Relabeller | null = null;
+  if (opts.selinux === "auto") {
+    policy = loadTreePolicy((rel) => readTreeFile(root, rel, (n) => (n.digest ? fs.readFileSync(repo.objectPath(n.digest)) : null)));
+  }
+  applyContainerRules(root, { selinux: opts.selinux, policy });
+  const { image } = writeImage(root, { metacopyAlgorithm: repo.algorithm });
+  const config = staged[staged.length - 1]!;
+  for (const s of staged.slice(0, -1)) repo.linkStream(s.digest, s.id);
+  repo.linkStream(config.digest, config.id, opts.name);
+  const digest = repo.writeImage(image, opts.name);
+  syncFilesystem(repo.path);
+  return digest;
+}
+
+/** The stream a LAYER argument names: `sha256:<diff_id>`, a stream digest, a stream id, or `refs/NAME`. */
+function resolveLayerStream(repo: Repository, arg: string): { file: string; what: string; diffId?: string } {
+  if (/^sha256:[0-9a-f]{64}$/.test(arg)) {
+    const id = layerStreamId(arg);
+    const hex = repo.hasStream(id);
+    if (hex === null) throw new CfsError(`no layer with diff_id ${arg} in the repository`);
+    return { file: repo.objectPath(hex), what: `layer ${arg}`, diffId: arg };
+  }
+  if (/^[0-9a-f]+$/.test(arg) && (arg.length === 64 || arg.length === 128)) {
+    const hex = repo.digestHex(arg);
+    if (!repo.hasObject(hex)) throw new CfsError(`no stream object ${arg} in the repository`);
+    return { file: repo.objectPath(hex), what: `stream ${arg}` };
+  }
+  const s = repo.resolveStream(arg);
+  const m = /^oci-layer-(sha256:[0-9a-f]{64})$/.exec(s.streamId);
+  return { file: s.path, what: `stream ${arg}`, diffId: m ? m[1] : undefined };
+}
+
+async function catLayer(repo: Repository, arg: string): Promise<void> {
+  const { file, what, diffId } = resolveLayerStream(repo, arg);
+  const ss = openSplitStream(file, repo.algorithm, what);
+  if (!ss.contentType.equals(CONTENT_TYPE_LAYER)) {
+    throw new CfsError(`${what}: not a layer (content type ${JSON.stringify(ss.contentType.toString("latin1"))})`);
+  }
+  const h = crypto.createHash("sha256");
+  let total = 0n;
+  const out = (b: Buffer) => {
+    h.update(b);
+    total += BigInt(b.length);
+    writeAllSync(1, b);
+  };
+  const buf = Buffer.allocUnsafe(1 << 20);
+  for await (const c of ss.chunks()) {
+    if ("inline" in c) {
+      out(c.inline);
+      continue;
+    }
+    const obj = repo.objectPath(c.external);
+    let fd: number;
+    try {
+      fd = fs.openSync(obj, "r");
+    } catch {
+      throw new CfsError(`${what}: object ${repo.objectName(c.external)} is missing (run cfsctl fsck)`);
+    }
+    try {
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        out(buf.subarray(0, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  if (total !== ss.streamSize) throw new CfsError(`${what}: gave ${total} bytes, the stream records ${ss.streamSize}`);
+  const got = `sha256:${h.digest("hex")}`;
+  if (diffId !== undefined && got !== diffId) throw new CfsError(`${what}: content sha256 ${got} does not match its diff_id`);
 }
 
 export function registerOci(program: Command): void {
   program
     .command("import-oci")
-    .description("build the image of the layers' root filesystem (layer tarballs, lowest first), store it, print its digest")
-    .argument("<source...>", "layer tarballs (plain, gzip or zstd), lowest first")
-    .option("--name <name>", "also link images/refs/NAME to the image")
+    .description("build the image of an OCI image's root filesystem from its layers, store layers and image, print the image digest")
+    .argument("<source...>", "layer tarballs lowest first (plain, gzip or zstd), or one OCI layout DIR[:TAG], oci-archive or docker-archive")
+    .option("--name <name>", "also link images/refs/NAME to the image and streams/refs/NAME to its layers")
     .option("--selinux <mode>", "auto: label from the tree's own policy (or drop labels without one); off: keep labels", "auto")
-    .addHelpText("after", "\nExample:\n  cfsctl --repo /var/lib/composefs import-oci --name myos base.tar.gz app.tar.zst\n")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  cfsctl --repo /var/lib/composefs import-oci --name myos base.tar.gz app.tar.zst\n  cfsctl import-oci ./oci-layout:latest\n  podman save --format oci-archive -o img.tar IMAGE && cfsctl import-oci img.tar\n",
+    )
     .action(async (sources: string[], o: { name?: string; selinux?: string }, cmd: Command) => {
       const selinux = parseSelinuxMode(o.selinux);
-      for (const s of sources) await checkIsLayer(s);
+      const g = globalOptions(cmd);
       const repo = openRepository(cmd, { create: true });
       try {
-        const objects = path.join(repo.path, "objects");
-        const merger = new LayerMerger(objects, repo.algorithm, (d) => repo.hasObject(d));
-        try {
-          for (const s of sources) await merger.addLayer(s);
-        } catch (e) {
-          merger.discard();
-          throw e;
-        }
-        const root = merger.finish();
-        commitObjects(objects, merger.external);
-        let policy: Relabeller | null = null;
-        if (selinux === "auto") {
-          policy = loadTreePolicy((rel) => readTreeFile(root, rel, (n) => (n.digest ? fs.readFileSync(repo.objectPath(n.digest)) : null)));
-        }
-        applyContainerRules(root, { selinux, policy });
-        const { image } = writeImage(root, { metacopyAlgorithm: repo.algorithm });
-        const digest = repo.writeImage(image, o.name);
-        syncFilesystem(repo.path);
+        const progress = new Progress("importing", !g.quiet && process.stderr.isTTY === true);
+        const digest = await importOci(repo, sources, { name: o.name, selinux, progress });
         writeStdout(digest + "\n");
+      } finally {
+        repo.close();
+      }
+    });
+
+  program
+    .command("cat")
+    .description("write a stored layer to stdout: the uncompressed tar, byte for byte as imported")
+    .argument("<layer>", "sha256:<diff_id>, a stream digest, a stream id, or refs/NAME")
+    .addHelpText("after", "\nExample:\n  cfsctl cat sha256:ca4efb1c73bcadb186781f978712b6d9ac0fffc3b9316c1e10777bea69be10fe | tar -t\n")
+    .action(async (layer: string, _o: unknown, cmd: Command) => {
+      const repo = openRepository(cmd);
+      try {
+        await catLayer(repo, layer);
       } finally {
         repo.close();
       }

@@ -1,0 +1,211 @@
+/**
+ * Reading one layer blob: decompression chosen from the first bytes (gzip,
+ * zstd or plain tar), sha256 of the stored and of the uncompressed bytes
+ * (checked against the descriptor and the config's diff_id), and the split
+ * of the tar into inline bytes and external objects: the data of every
+ * regular, non-sparse member over 64 bytes becomes an object (composefs-rs
+ * splits the same way), everything else stays inline, so `cat` gives the
+ * uncompressed layer back bit for bit.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { Readable } from "node:stream";
+import zlib from "node:zlib";
+import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
+import { CfsError } from "../util/errors.js";
+import { zstdDecompress } from "../util/zstd.js";
+import type { LayerBlob } from "./source.js";
+import { TarReader, expandSparse, type TarEntry } from "./tar.js";
+
+export const INLINE_MAX = 64;
+
+/** Where the split layer goes (a split stream writer in the repository). */
+export interface LayerSink {
+  inline(b: Buffer): Promise<void>;
+  external(digest: Buffer, size: number): Promise<void>;
+}
+
+/** A file's contents as the image needs them. */
+export type EntryData = { inline: Buffer } | { digest: Buffer };
+
+/** Objects written to temporary files while reading, to be named once the import succeeds. */
+export interface PendingObject {
+  digest: Buffer;
+  tmp: string;
+}
+
+export interface ObjectStoreOptions {
+  /** The repository's objects/ directory (temporary files go there). */
+  dir: string;
+  algorithm: VerityAlgorithm;
+  hasObject(digest: Buffer): boolean;
+  tmpName(): string;
+}
+
+async function* hashing(src: AsyncIterable<Buffer>, h: crypto.Hash): AsyncGenerator<Buffer> {
+  for await (const b of src) {
+    h.update(b);
+    yield b;
+  }
+}
+
+/** The uncompressed bytes of a blob, decompressor chosen from its first bytes. */
+async function* decompressed(raw: AsyncIterable<Buffer>, label: string): AsyncGenerator<Buffer> {
+  const it = raw[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let have = 0;
+  while (have < 4) {
+    const r = await it.next();
+    if (r.done) break;
+    head.push(r.value);
+    have += r.value.length;
+  }
+  const first = Buffer.concat(head);
+  const rest = async function* () {
+    if (first.length) yield first;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  };
+  if (first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b) {
+    const gunzip = zlib.createGunzip({ chunkSize: 1 << 20 });
+    const src = Readable.from(rest());
+    src.on("error", (e) => gunzip.destroy(e));
+    src.pipe(gunzip);
+    try {
+      for await (const b of gunzip) yield b as Buffer;
+    } catch (e) {
+      if (e instanceof CfsError) throw e;
+      throw new CfsError(`${label}: gzip: ${(e as Error).message}`);
+    }
+    return;
+  }
+  if (first.length >= 4 && first.readUInt32LE(0) === 0xfd2fb528) {
+    yield* zstdDecompress(rest(), label);
+    return;
+  }
+  yield* rest();
+}
+
+export interface LayerDigests {
+  /** sha256 of the blob as stored. */
+  blob: string;
+  /** sha256 of the uncompressed tar (the diff_id). */
+  diffId: string;
+  /** Bytes of the uncompressed tar. */
+  size: number;
+}
+
+/**
+ * Reads a layer, calling `onEntry` for every member with its contents
+ * resolved. Large contents are written once, to a temporary object file,
+ * while they are hashed.
+ */
+export class LayerReader {
+  /** Objects this layer (and earlier ones) wrote, by hex digest. */
+  readonly pending = new Map<string, PendingObject>();
+
+  constructor(private readonly store: ObjectStoreOptions) {}
+
+  async read(blob: LayerBlob, sink: LayerSink | null, onEntry: (e: TarEntry, data: EntryData | null) => void): Promise<LayerDigests> {
+    const blobHash = crypto.createHash("sha256");
+    const diffHash = crypto.createHash("sha256");
+    let raw: Readable;
+    try {
+      raw = blob.open();
+    } catch (e) {
+      throw new CfsError(`${blob.label}: ${(e as Error).message}`);
+    }
+    const rawChunks = hashing(raw as AsyncIterable<Buffer>, blobHash);
+    const plain = hashing(decompressed(rawChunks, blob.label), diffHash);
+    let tapped: Buffer[] = [];
+    const tar = new TarReader(plain, sink ? (b) => tapped.push(b) : undefined);
+    const flush = async () => {
+      if (!sink || tapped.length === 0) return;
+      const parts = tapped;
+      tapped = [];
+      for (const p of parts) await sink.inline(p);
+    };
+    try {
+      for (;;) {
+        const e = await tar.next();
+        await flush();
+        if (!e) break;
+        const regular = e.type === "0" || e.type === "7";
+        if (regular && !e.sparse && e.dataSize > INLINE_MAX) {
+          const digest = await this.storeContent(tar.content(true), e.size);
+          if (sink) await sink.external(digest, e.dataSize);
+          await flush(); // the padding after the contents
+          onEntry(e, { digest });
+          continue;
+        }
+        if (!regular) {
+          for await (const _ of tar.content()) void _;
+          await flush();
+          onEntry(e, null);
+          continue;
+        }
+        // Small contents, or a sparse file (its stored pieces stay inline).
+        const stored = this.tapFlushing(tar.content(), flush);
+        const content = e.sparse ? expandSparse(e.sparse, e.size, stored) : stored;
+        if (e.size > INLINE_MAX) {
+          onEntry(e, { digest: await this.storeContent(content, e.size) });
+        } else {
+          const parts: Buffer[] = [];
+          for await (const b of content) parts.push(Buffer.from(b));
+          onEntry(e, { inline: Buffer.concat(parts) });
+        }
+        await flush();
+      }
+      await tar.drain();
+      await flush();
+    } catch (e) {
+      raw.destroy();
+      throw e instanceof CfsError ? new CfsError(`${blob.label}: ${e.message}`) : e;
+    }
+    return { blob: `sha256:${blobHash.digest("hex")}`, diffId: `sha256:${diffHash.digest("hex")}`, size: tar.offset };
+  }
+
+  private async *tapFlushing(src: AsyncIterable<Buffer>, flush: () => Promise<void>): AsyncGenerator<Buffer> {
+    for await (const b of src) {
+      yield b;
+      await flush();
+    }
+  }
+
+  /** Write contents to a temporary object file while hashing; the digest names it later. */
+  private async storeContent(content: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+    const tmp = path.join(this.store.dir, this.store.tmpName());
+    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+    const h = new FsVerityHasher(this.store.algorithm);
+    let written = 0;
+    try {
+      for await (const b of content) {
+        h.update(b);
+        let off = 0;
+        while (off < b.length) off += fs.writeSync(fd, b, off, b.length - off);
+        written += b.length;
+      }
+      if (written !== size) throw new CfsError(`member contents of ${written} bytes, header says ${size}`);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    fs.closeSync(fd);
+    const digest = h.digest();
+    const hex = digest.toString("hex");
+    if (this.pending.has(hex) || this.store.hasObject(digest)) fs.rmSync(tmp, { force: true });
+    else this.pending.set(hex, { digest, tmp });
+    return digest;
+  }
+
+  /** Remove every temporary file (after a failure). */
+  discard(): void {
+    for (const p of this.pending.values()) fs.rmSync(p.tmp, { force: true });
+    this.pending.clear();
+  }
+}

