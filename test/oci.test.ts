@@ -158,3 +158,77 @@ describe("podman oci-archive", () => {
     });
   }
 });
+
+describe("docker-archive", () => {
+  it("a docker save style archive gives the digest of its layers imported one by one", () => {
+    const dir = tmpdir();
+    const files = ["layer1.tar", "layer2.tar", "layer3.tar"];
+    const diffIds: string[] = [];
+    const layerPaths: string[] = [];
+    for (const f of files) {
+      const b = fs.readFileSync(path.join(G, f));
+      const hex = sha256(b).slice(7);
+      diffIds.push(`sha256:${hex}`);
+      fs.mkdirSync(path.join(dir, hex));
+      fs.copyFileSync(path.join(G, f), path.join(dir, hex, "layer.tar"));
+      layerPaths.push(`${hex}/layer.tar`);
+    }
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: diffIds } }));
+    const configName = `${sha256(config).slice(7)}.json`;
+    fs.writeFileSync(path.join(dir, configName), config);
+    fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify([{ Config: configName, RepoTags: ["localhost/x:latest"], Layers: layerPaths }]));
+    const archive = path.join(tmpdir(), "docker.tar");
+    const members = [...layerPaths.map((p) => p.split("/")[0]!), configName, "manifest.json"];
+    expect(spawnSync("tar", ["-C", dir, "-cf", archive, ...members]).status).toBe(0);
+    const repo = tmpdir();
+    const viaArchive = importOci(repo, [archive]);
+    expect(importOci(repo, files.map((f) => path.join(G, f)))).toBe(viaArchive);
+    expect(importOci(repo, [`${archive}:localhost/x:latest`])).toBe(viaArchive);
+  });
+});
+
+describe("gc of imported images", () => {
+  it("named imports survive gc; removing the refs frees exactly what only that image used", () => {
+    const repo = tmpdir();
+    const a = cfsctl(["--repo", repo, "-q", "import-oci", "--name", "a", ...["layer1.tar", "layer2.tar", "layer3.tar"].map((f) => path.join(G, f))]);
+    const b = cfsctl(["--repo", repo, "-q", "import-oci", "--name", "b", `${path.join(OCI, "umoci-tiny", "image")}:latest`]);
+    expect(a.status, a.stderr).toBe(0);
+    expect(b.status, b.stderr).toBe(0);
+    const objects = () => {
+      const out: string[] = [];
+      for (const d of fs.readdirSync(path.join(repo, "objects"))) for (const f of fs.readdirSync(path.join(repo, "objects", d))) out.push(d + f);
+      return out.sort();
+    };
+    const all = objects();
+    const dry = cfsctl(["--repo", repo, "gc", "--dry-run"]);
+    expect(dry.status, dry.stderr).toBe(0);
+    expect(cfsctl(["--repo", repo, "gc"]).status).toBe(0);
+    expect(objects()).toEqual(all);
+    const layer1 = sha256(fs.readFileSync(path.join(G, "layer1.tar")));
+    expect(cfsctl(["--repo", repo, "cat", layer1]).status).toBe(0);
+
+    // What b needs: its image, its streams and every object they name.
+    const onlyB = new Set<string>();
+    const imgB = fs.readlinkSync(path.join(repo, "images", b.stdout.toString().trim()));
+    onlyB.add(imgB.split("/").slice(-2).join(""));
+    for (const o of cfsctl(["--repo", repo, "image-objects", b.stdout.toString().trim()]).stdout.toString().split("\n")) if (o) onlyB.add(o);
+    fs.unlinkSync(path.join(repo, "images", "refs", "a"));
+    fs.unlinkSync(path.join(repo, "streams", "refs", "a"));
+    const gc = cfsctl(["--repo", repo, "gc"]);
+    expect(gc.status, gc.stderr).toBe(0);
+    const left = objects();
+    expect(left.length).toBeLessThan(all.length);
+    for (const o of onlyB) expect(left).toContain(o);
+    expect(cfsctl(["--repo", repo, "cat", layer1]).status).toBe(1);
+    const fsck = cfsctl(["--repo", repo, "fsck"]);
+    expect(fsck.status, fsck.stdout.toString()).toBe(0);
+    for (const r of layersTsv(path.join(OCI, "umoci-tiny")).filter((r) => r.tag === "latest")) {
+      expect(cfsctl(["--repo", repo, "cat", r.diffId]).status).toBe(0);
+    }
+    // Everything left is b's: dropping b's refs and collecting empties the store.
+    fs.unlinkSync(path.join(repo, "images", "refs", "b"));
+    fs.unlinkSync(path.join(repo, "streams", "refs", "b"));
+    expect(cfsctl(["--repo", repo, "gc"]).status).toBe(0);
+    expect(objects()).toEqual([]);
+  });
+});

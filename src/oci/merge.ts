@@ -28,8 +28,10 @@ import type { TarEntry } from "./tar.js";
 const WH = Buffer.from(".wh.");
 const OPAQUE = Buffer.from(".wh..wh..opq");
 
-/** Path components; `.` and empty ones dropped, `..` refused. */
+/** Path components; `.` and empty ones dropped, `..` and absolute paths refused. */
 function components(p: Buffer, where: string): Buffer[] {
+  // tar writers store relative names; an absolute one is a crafted archive
+  if (p[0] === 0x2f) throw new CfsError(`${where}: absolute path refused`);
   const out: Buffer[] = [];
   let i = 0;
   while (i <= p.length) {

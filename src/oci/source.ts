@@ -322,11 +322,14 @@ export async function resolveSources(args: string[]): Promise<ImageSource> {
     let target = one;
     let tag: string | undefined;
     let st = statOrNull(one);
-    const colon = one.lastIndexOf(":");
-    if (!st && colon > 0) {
-      target = one.slice(0, colon);
-      tag = one.slice(colon + 1);
-      st = statOrNull(target);
+    // DIR:TAG or ARCHIVE:TAG; a tag may hold colons itself (docker's repo:tag)
+    for (let colon = one.indexOf(":"); !st && colon > 0; colon = one.indexOf(":", colon + 1)) {
+      const s = statOrNull(one.slice(0, colon));
+      if (s) {
+        target = one.slice(0, colon);
+        tag = one.slice(colon + 1);
+        st = s;
+      }
     }
     if (!st) throw new CfsError(`${one}: No such file or directory`);
     if (st.isDirectory()) {

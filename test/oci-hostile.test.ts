@@ -1,0 +1,202 @@
+/**
+ * Hostile and broken layers and images: each is refused with one clean
+ * `cfsctl: error:` line and exit 1, quickly, and the repository is left
+ * exactly as it was (no object, stream, image or temporary file added).
+ */
+import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
+import { gzip, header, tar, type Member } from "./tar-writer.js";
+
+const G = path.join(FIXTURES, "oci", "gnutar");
+
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const d of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = path.join(rel, d.name);
+      out.push(r);
+      if (d.isDirectory()) walk(r);
+    }
+  };
+  walk("");
+  return out.sort();
+}
+
+let repo: string;
+let before: string[];
+beforeAll(() => {
+  repo = tmpdir();
+  const r = cfsctl(["--repo", repo, "-q", "import-oci", "--name", "base", path.join(G, "layer2.tar")]);
+  expect(r.status, r.stderr).toBe(0);
+  before = listing(repo);
+});
+
+function refused(files: Buffer[] | string[], message: RegExp): void {
+  const dir = tmpdir();
+  const args = files.map((f, i) => {
+    if (typeof f === "string") return f;
+    const p = path.join(dir, `layer${i}.tar`);
+    fs.writeFileSync(p, f);
+    return p;
+  });
+  const t0 = Date.now();
+  const r = cfsctl(["--repo", repo, "-q", "import-oci", ...args]);
+  expect(Date.now() - t0).toBeLessThan(15000);
+  expect(r.status, r.stderr).toBe(1);
+  expect(r.stdout.length).toBe(0);
+  expect(r.stderr).toMatch(/^cfsctl: error: [^\n]+\n$/);
+  expect(r.stderr).toMatch(message);
+  expect(listing(repo)).toEqual(before);
+}
+
+const big = (n: number) => Buffer.alloc(n, 0x61);
+
+describe("hostile layers", () => {
+  const cases: Array<[string, () => Buffer[], RegExp]> = [
+    ["path traversal with ..", () => [tar([{ name: "../escape", data: "x" }])], /'\.\.' refused/],
+    ["traversal hidden in the middle", () => [tar([{ name: "a/", type: "5" }, { name: "a/../../b", data: big(100) }])], /'\.\.' refused/],
+    ["absolute path", () => [tar([{ name: "/etc/passwd", data: "x" }])], /absolute path refused/],
+    ["PAX path with ..", () => [tar([{ name: "ok", data: "x", pax: { path: "x/../../../root/.ssh/authorized_keys" } }])], /'\.\.' refused/],
+    ["write through a symlink", () => [tar([{ name: "l", type: "2", linkname: "/etc" }, { name: "l/passwd", data: "x" }])], /is a symlink/],
+    ["write through a symlink of a lower layer", () => [tar([{ name: "l", type: "2", linkname: "/etc" }]), tar([{ name: "l/passwd", data: "x" }])], /is a symlink/],
+    ["write through a file", () => [tar([{ name: "f", data: "x" }, { name: "f/x", data: "y" }])], /not a directory/],
+    ["hardlink to a missing entry", () => [tar([{ name: "h", type: "1", linkname: "nothere" }])], /hardlink to a missing entry/],
+    ["hardlink to a directory", () => [tar([{ name: "d/", type: "5" }, { name: "h", type: "1", linkname: "d" }])], /hardlink to a directory/],
+    ["hardlink out of the tree", () => [tar([{ name: "h", type: "1", linkname: "../../etc/shadow" }])], /'\.\.' refused/],
+    ["hardlink through a symlink", () => [tar([{ name: "l", type: "2", linkname: "/etc" }, { name: "h", type: "1", linkname: "l/passwd" }])], /hardlink to a missing entry/],
+    ["truncated inside a file", () => [tar([{ name: "f", data: big(5000) }]).subarray(0, 512 + 3000)], /truncated/],
+    ["truncated inside a header", () => [tar([{ name: "f", data: big(10) }]).subarray(0, 300)], /truncated inside a header/],
+    ["bad header checksum", () => {
+      const t = tar([{ name: "f", data: "x" }]);
+      t[10] ^= 0x40;
+      return [t];
+    }, /checksum/],
+    ["not a tar at all", () => [crypto.randomBytes(4096)], /checksum|not a tar/],
+    ["huge declared size", () => [Buffer.concat([header({ name: "f", size: 0o77777777777 }), big(1024)])], /truncated/],
+    ["huge PAX size", () => [tar([{ name: "f", data: "x", pax: { size: "99999999999999" } }])], /truncated/],
+    ["huge PAX header", () => [Buffer.concat([header({ name: "p", type: "x", size: 1 << 30 }), big(4096)])], /too large/],
+    ["malformed PAX record", () => [Buffer.concat([header({ name: "p", type: "x", data: "99 path=x\n" }), Buffer.from("99 path=x\n"), Buffer.alloc(502), header({ name: "f" }), Buffer.alloc(1024)])], /PAX/],
+    ["negative size", () => {
+      const h = header({ name: "f" });
+      h[124] = 0xff; // base-256, negative
+      h.fill(0xff, 125, 136);
+      h.fill(0x20, 148, 156);
+      let sum = 0;
+      for (const b of h) sum += b;
+      h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+      return [Buffer.concat([h, Buffer.alloc(1024)])];
+    }, /negative size/],
+    ["name longer than 255 bytes", () => [tar([{ name: "x", data: "y", pax: { path: "n".repeat(300) } }])], /longer than 255/],
+    ["root entry that is not a directory", () => [tar([{ name: "./", data: "x" }])], /root entry is not a directory/],
+    ["corrupt gzip", () => {
+      const z = gzip(tar([{ name: "f", data: crypto.randomBytes(100000) }]));
+      z.fill(0x55, 100, 200);
+      return [z];
+    }, /gzip|checksum|truncated/],
+    ["corrupt zstd", () => {
+      const z = fs.readFileSync(path.join(G, "layer1.tar.zst"));
+      return [Buffer.concat([z.subarray(0, 5000), Buffer.alloc(3000, 0x5a)])];
+    }, /zstd|truncated|checksum/],
+    ["sparse map past the end of the file", () => [tar([{ name: "GNUSparseFile.0/s", data: "x", pax: { "GNU.sparse.size": "10", "GNU.sparse.map": "100,1", "GNU.sparse.name": "s" } }])], /sparse map/],
+    ["unsupported entry type", () => [tar([{ name: "v", type: "V" }])], /unsupported tar entry type/],
+  ];
+  for (const [name, make, msg] of cases) it(name, () => refused(make(), msg));
+
+  it("a missing layer file", () => refused(["/nonexistent/layer.tar"], /No such file or directory/));
+});
+
+describe("verification", () => {
+  /** An OCI layout of the given layer bytes, with diff_ids as given (default: the right ones). */
+  function layout(layers: Buffer[], diffIds?: string[]): string {
+    const dir = tmpdir();
+    const blobs = path.join(dir, "blobs", "sha256");
+    fs.mkdirSync(blobs, { recursive: true });
+    const put = (b: Buffer) => {
+      const hex = crypto.createHash("sha256").update(b).digest("hex");
+      fs.writeFileSync(path.join(blobs, hex), b);
+      return { digest: `sha256:${hex}`, size: b.length };
+    };
+    const ids = diffIds ?? layers.map((l) => `sha256:${crypto.createHash("sha256").update(l).digest("hex")}`);
+    const config = put(Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: ids } })));
+    const manifest = put(
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+          layers: layers.map((l) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar", ...put(l) })),
+        }),
+      ),
+    );
+    fs.writeFileSync(path.join(dir, "oci-layout"), '{"imageLayoutVersion":"1.0.0"}');
+    fs.writeFileSync(
+      path.join(dir, "index.json"),
+      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest, annotations: { "org.opencontainers.image.ref.name": "t" } }] }),
+    );
+    return dir;
+  }
+  const l1 = fs.readFileSync(path.join(G, "layer2.tar"));
+  const l2 = tar([{ name: "new", data: big(1000) }]);
+
+  it("a correct layout imports", () => {
+    const r = cfsctl(["--repo", tmpdir(), "-q", "import-oci", `${layout([l1, l2])}:t`]);
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  it("a diff_id mismatch is refused and nothing is linked", () => {
+    refused([`${layout([l1, l2], [`sha256:${"0".repeat(64)}`, `sha256:${crypto.createHash("sha256").update(l2).digest("hex")}`])}:t`] as string[], /does not match the config's diff_id/);
+  });
+
+  it("a blob that does not match its digest is refused and nothing is linked", () => {
+    const dir = layout([l1, l2]);
+    const hex = crypto.createHash("sha256").update(l2).digest("hex");
+    const p = path.join(dir, "blobs", "sha256", hex);
+    const b = fs.readFileSync(p);
+    b[600] ^= 1; // inside the file data
+    fs.writeFileSync(p, b);
+    refused([dir], /blob digest mismatch/);
+  });
+
+  it("a manifest that does not match its digest is refused", () => {
+    const dir = layout([l1]);
+    const index = JSON.parse(fs.readFileSync(path.join(dir, "index.json"), "utf8"));
+    const mp = path.join(dir, "blobs", "sha256", index.manifests[0].digest.slice(7));
+    fs.writeFileSync(mp, fs.readFileSync(mp, "utf8").replace('"schemaVersion":2', '"schemaVersion":2 '));
+    refused([dir], /size|digest mismatch/);
+  });
+
+  it("a descriptor digest with a path in it is refused", () => {
+    const dir = layout([l1]);
+    const index = JSON.parse(fs.readFileSync(path.join(dir, "index.json"), "utf8"));
+    index.manifests[0].digest = "sha256:../../../../etc/passwd";
+    fs.writeFileSync(path.join(dir, "index.json"), JSON.stringify(index));
+    refused([dir], /malformed digest/);
+  });
+
+  it("a layout copy made by tar and imported as an oci-archive gives the layout's digest", () => {
+    const dir = layout([l1, l2]);
+    const archive = path.join(tmpdir(), "img.tar");
+    const t = spawnSync("tar", ["-C", dir, "-cf", archive, "oci-layout", "index.json", "blobs"]);
+    expect(t.status).toBe(0);
+    const a = cfsctl(["--repo", tmpdir(), "-q", "import-oci", archive]);
+    const b = cfsctl(["--repo", tmpdir(), "-q", "import-oci", dir]);
+    expect(a.status, a.stderr).toBe(0);
+    expect(a.stdout.toString()).toBe(b.stdout.toString());
+  });
+});
+
+describe("deep and wide", () => {
+  it("a path 2000 directories deep imports", () => {
+    const deep = Array.from({ length: 2000 }, () => "d").join("/");
+    const r = cfsctl(["--repo", tmpdir(), "-q", "import-oci", (() => {
+      const p = path.join(tmpdir(), "deep.tar");
+      fs.writeFileSync(p, tar([{ name: "f", data: "x", pax: { path: `${deep}/f` } }]));
+      return p;
+    })()]);
+    expect(r.status, r.stderr).toBe(0);
+  });
+});
