@@ -118,9 +118,12 @@ function compareEntries(a: Flat, b: Flat): FieldChange[] {
   if (sameType && (type === S_IFCHR || type === S_IFBLK)) push("rdev", String(na.rdev), String(nb.rdev));
   if (sameType && type === S_IFLNK) push("target", escape(na.payload ?? Buffer.alloc(0)), escape(nb.payload ?? Buffer.alloc(0)));
   if (sameType && type === S_IFREG) {
-    push("content", content(na), content(nb));
-    // The backing path of an external file; a scanned tree has none until it is written.
-    if (na.payload && nb.payload) push("payload", escape(na.payload), escape(nb.payload));
+    const ca = content(na);
+    const cb = content(nb);
+    push("content", ca, cb);
+    // The backing path of an external file, named after its digest where a
+    // repository wrote it: reported only when the content is the same.
+    if (ca === cb && na.payload && nb.payload) push("payload", escape(na.payload), escape(nb.payload));
   }
   // A directory's link count follows from its subdirectories, listed anyway.
   if (type !== S_IFDIR && (nb.mode & S_IFMT) !== S_IFDIR) push("nlink", String(na.nlink), String(nb.nlink));
