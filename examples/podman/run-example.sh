@@ -3,7 +3,7 @@
 #
 #   1. a base image without a registry (make-base.sh + podman import)
 #   2. podman build: the last stage prints the composefs digest of the rootfs stage
-#   3. the rootfs stage tagged as an image (same build, --target rootfs: cache)
+#   3. the rootfs stage tagged as an image (same build and BUILD_ID, --target rootfs: cache)
 #   4. podman save --format oci-archive, cfsctl import-oci: the same digest
 #
 # PODMAN (default "podman") is the podman command with any global options,
@@ -23,8 +23,9 @@ tar -C "$W/base" --numeric-owner -c . | $PODMAN import - cfsctl-example-base
 
 NODEDIR=$(dirname "$NODE")
 if [ "$(basename "$NODE")" != node ]; then NODEDIR="$W/node"; mkdir -p "$NODEDIR"; cp "$NODE" "$NODEDIR/node"; fi
-set -- --network=none --build-context cfsctl="$CFSCTL" --build-context node="$NODEDIR" -f "$HERE/Containerfile"
-$PODMAN build --no-cache "$@" -t cfsctl-example-digest "$W/context"
+set -- --network=none --build-arg BUILD_ID="$(date +%s.%N)" \
+  --build-context cfsctl="$CFSCTL" --build-context node="$NODEDIR" -f "$HERE/Containerfile"
+$PODMAN build "$@" -t cfsctl-example-digest "$W/context"
 $PODMAN build "$@" --target rootfs -t cfsctl-example-rootfs "$W/context"
 
 inside=$($PODMAN run --rm cfsctl-example-digest cat /digest)
