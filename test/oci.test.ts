@@ -232,3 +232,61 @@ describe("gc of imported images", () => {
     expect(objects()).toEqual([]);
   });
 });
+
+describe("importing again", () => {
+  it("stores nothing new, and reads stored layers from their split streams instead of the blobs", () => {
+    const repo = tmpdir();
+    const src = tmpdir();
+    fs.cpSync(path.join(OCI, "umoci-tiny", "image"), src, { recursive: true });
+    const first = importOci(repo, [`${src}:latest`]);
+    const listing = () => {
+      const out: string[] = [];
+      const walk = (rel: string) => {
+        for (const d of fs.readdirSync(path.join(repo, rel), { withFileTypes: true })) {
+          out.push(path.join(rel, d.name));
+          if (d.isDirectory()) walk(path.join(rel, d.name));
+        }
+      };
+      walk("");
+      return out.sort();
+    };
+    const before = listing();
+    expect(importOci(repo, [`${src}:latest`])).toBe(first);
+    expect(listing()).toEqual(before);
+    // With every layer blob gone, the stored streams still give the image.
+    for (const r of layersTsv(path.join(OCI, "umoci-tiny")).filter((r) => r.tag === "latest")) {
+      fs.rmSync(path.join(src, "blobs", "sha256", r.digest.slice(7)), { force: true });
+    }
+    expect(importOci(repo, [`${src}:latest`])).toBe(first);
+    // The GNU tar layers (sparse files, long names) read back from their streams give the same tree too.
+    const g = ["layer1.tar", "layer2.tar", "layer3.tar"].map((f) => path.join(G, f));
+    const loose = importOci(repo, g);
+    const dir = tmpdir();
+    const diffIds = g.map((f) => sha256(fs.readFileSync(f)));
+    const blobs = path.join(dir, "blobs", "sha256");
+    fs.mkdirSync(blobs, { recursive: true });
+    const put = (b: Buffer) => {
+      fs.writeFileSync(path.join(blobs, sha256(b).slice(7)), b);
+      return { digest: sha256(b), size: b.length };
+    };
+    const config = put(Buffer.from(JSON.stringify({ rootfs: { type: "layers", diff_ids: diffIds } })));
+    // Layer descriptors name blobs that are not there: only the stored streams can serve them.
+    const manifest = put(
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
+          layers: g.map((f) => {
+            const b = fs.readFileSync(f);
+            fs.writeFileSync(path.join(blobs, sha256(b).slice(7)), b);
+            return { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: sha256(b), size: b.length };
+          }),
+        }),
+      ),
+    );
+    fs.writeFileSync(path.join(dir, "oci-layout"), "{}");
+    fs.writeFileSync(path.join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest }] }));
+    for (const id of diffIds) fs.writeFileSync(path.join(blobs, id.slice(7)), "not the layer");
+    expect(importOci(repo, [dir])).toBe(loose);
+  });
+});

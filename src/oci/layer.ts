@@ -16,7 +16,7 @@ import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
 import { CfsError } from "../util/errors.js";
 import { zstdDecompress } from "../util/zstd.js";
 import type { LayerBlob } from "./source.js";
-import { TarReader, expandSparse, type TarEntry } from "./tar.js";
+import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 
 export const INLINE_MAX = 64;
 
@@ -130,43 +130,72 @@ export class LayerReader {
       for (const p of parts) await sink.inline(p);
     };
     try {
-      for (;;) {
-        const e = await tar.next();
-        await flush();
-        if (!e) break;
-        const regular = e.type === "0" || e.type === "7";
-        if (regular && !e.sparse && e.dataSize > INLINE_MAX) {
-          const digest = await this.storeContent(tar.content(true), e.size);
-          if (sink) await sink.external(digest, e.dataSize);
-          await flush(); // the padding after the contents
-          onEntry(e, { digest });
-          continue;
-        }
-        if (!regular) {
-          for await (const _ of tar.content()) void _;
-          await flush();
-          onEntry(e, null);
-          continue;
-        }
-        // Small contents, or a sparse file (its stored pieces stay inline).
-        const stored = this.tapFlushing(tar.content(), flush);
-        const content = e.sparse ? expandSparse(e.sparse, e.size, stored) : stored;
-        if (e.size > INLINE_MAX) {
-          onEntry(e, { digest: await this.storeContent(content, e.size) });
-        } else {
-          const parts: Buffer[] = [];
-          for await (const b of content) parts.push(Buffer.from(b));
-          onEntry(e, { inline: Buffer.concat(parts) });
-        }
-        await flush();
-      }
-      await tar.drain();
-      await flush();
+      await this.entries(tar, flush, async (e) => {
+        const digest = await this.storeContent(tar.content(true), e.size);
+        if (sink) await sink.external(digest, e.dataSize);
+        return digest;
+      }, onEntry);
     } catch (e) {
       raw.destroy();
       throw e instanceof CfsError ? new CfsError(`${blob.label}: ${e.message}`) : e;
     }
     return { blob: `sha256:${blobHash.digest("hex")}`, diffId: `sha256:${diffHash.digest("hex")}`, size: tar.offset };
+  }
+
+  /**
+   * A layer already stored as a split stream: its entries again, without
+   * reading the blob. Large contents are the stream's object references.
+   */
+  async readStored(chunks: AsyncIterable<{ inline: Buffer } | { external: Buffer }>, label: string, onEntry: (e: TarEntry, data: EntryData | null) => void): Promise<void> {
+    const source = async function* (): AsyncGenerator<Buffer | ExternalRef> {
+      for await (const c of chunks) yield "inline" in c ? c.inline : c;
+    };
+    const tar = new TarReader(source());
+    try {
+      await this.entries(tar, async () => undefined, async () => (await tar.externalContent()).external, onEntry);
+    } catch (e) {
+      throw e instanceof CfsError ? new CfsError(`${label}: ${e.message}`) : e;
+    }
+  }
+
+  /** Every member of a layer; `large` gives the digest of a regular member over 64 bytes. */
+  private async entries(
+    tar: TarReader,
+    flush: () => Promise<void>,
+    large: (e: TarEntry) => Promise<Buffer>,
+    onEntry: (e: TarEntry, data: EntryData | null) => void,
+  ): Promise<void> {
+    for (;;) {
+      const e = await tar.next();
+      await flush();
+      if (!e) break;
+      const regular = e.type === "0" || e.type === "7";
+      if (regular && !e.sparse && e.dataSize > INLINE_MAX) {
+        const digest = await large(e);
+        await flush(); // the padding after the contents
+        onEntry(e, { digest });
+        continue;
+      }
+      if (!regular) {
+        for await (const _ of tar.content()) void _;
+        await flush();
+        onEntry(e, null);
+        continue;
+      }
+      // Small contents, or a sparse file (its stored pieces stay inline).
+      const stored = this.tapFlushing(tar.content(), flush);
+      const content = e.sparse ? expandSparse(e.sparse, e.size, stored) : stored;
+      if (e.size > INLINE_MAX) {
+        onEntry(e, { digest: await this.storeContent(content, e.size) });
+      } else {
+        const parts: Buffer[] = [];
+        for await (const b of content) parts.push(Buffer.from(b));
+        onEntry(e, { inline: Buffer.concat(parts) });
+      }
+      await flush();
+    }
+    await tar.drain();
+    await flush();
   }
 
   private async *tapFlushing(src: AsyncIterable<Buffer>, flush: () => Promise<void>): AsyncGenerator<Buffer> {

@@ -249,8 +249,12 @@ function fromLayout(store: Store, tag: string | undefined, kind: "oci-layout" | 
     config: { bytes: configBytes, digest: (manifest.config as Descriptor).digest },
     layers: layers.map((l, i) => {
       const rel = blobPath(l.digest, mwhat);
-      if (!store.has(rel)) throw new CfsError(`${where}: layer blob ${l.digest} is missing`);
-      return { label: `${where}: layer ${i + 1} (${l.digest})`, open: () => store.open(rel), digest: l.digest, size: l.size, diffId: diffIds[i] };
+      // A missing blob is an error only when it must be read (a layer stored before is not).
+      const open = () => {
+        if (!store.has(rel)) throw new CfsError(`layer blob ${l.digest} is missing`);
+        return store.open(rel);
+      };
+      return { label: `${where}: layer ${i + 1} (${l.digest})`, open, digest: l.digest, size: l.size, diffId: diffIds[i] };
     }),
   };
 }

@@ -37,28 +37,46 @@ export interface TarEntry {
   sparse: Array<[number, number]> | null;
 }
 
+/**
+ * A member whose data is not in the byte stream but stored elsewhere (a
+ * split stream's external object): the reader queues these in order.
+ */
+export interface ExternalRef {
+  external: Buffer;
+}
+
 /** Pulls exact byte counts out of an async stream of chunks. */
 class ByteReader {
   private chunks: Buffer[] = [];
   private have = 0;
   private done = false;
+  private readonly refs: ExternalRef[] = [];
   /** Bytes handed out so far. */
   offset = 0;
   constructor(
-    private readonly it: AsyncIterator<Buffer>,
+    private readonly it: AsyncIterator<Buffer | ExternalRef>,
     private readonly tap: ((b: Buffer) => void) | undefined,
   ) {}
 
-  private async fill(n: number): Promise<boolean> {
-    while (this.have < n && !this.done) {
-      const r = await this.it.next();
-      if (r.done) this.done = true;
-      else if (r.value.length > 0) {
-        this.chunks.push(r.value);
-        this.have += r.value.length;
-      }
+  private async pull(): Promise<void> {
+    const r = await this.it.next();
+    if (r.done) this.done = true;
+    else if (!Buffer.isBuffer(r.value)) this.refs.push(r.value);
+    else if (r.value.length > 0) {
+      this.chunks.push(r.value);
+      this.have += r.value.length;
     }
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    while (this.have < n && !this.done) await this.pull();
     return this.have >= n;
+  }
+
+  /** The next external reference in stream order, or null when there is none. */
+  async takeRef(): Promise<ExternalRef | null> {
+    while (this.refs.length === 0 && !this.done) await this.pull();
+    return this.refs.shift() ?? null;
   }
 
   private give(b: Buffer, silent: boolean): Buffer {
@@ -183,8 +201,22 @@ export class TarReader {
   private remaining = 0;
   private padding = 0;
   private ended = false;
-  constructor(chunks: AsyncIterable<Buffer>, tap?: (b: Buffer) => void) {
+  constructor(chunks: AsyncIterable<Buffer | ExternalRef>, tap?: (b: Buffer) => void) {
     this.r = new ByteReader(chunks[Symbol.asyncIterator](), tap);
+  }
+
+  /**
+   * For an archive rebuilt from a split stream: the current member's data is
+   * an external object, not in the byte stream. Returns its reference; the
+   * padding after it is read as usual.
+   */
+  async externalContent(): Promise<ExternalRef> {
+    const ref = await this.r.takeRef();
+    if (!ref) throw new CfsError("split stream: a large member without its object reference");
+    this.remaining = 0;
+    if (this.padding > 0) await this.r.read(this.padding);
+    this.padding = 0;
+    return ref;
   }
 
   /** Bytes consumed from the archive so far. */

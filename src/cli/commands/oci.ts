@@ -11,7 +11,8 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import type { Command } from "commander";
-import { LayerReader, type LayerSink } from "../../oci/layer.js";
+import { LayerReader, type EntryData, type LayerSink } from "../../oci/layer.js";
+import type { TarEntry } from "../../oci/tar.js";
 import { LayerMerger } from "../../oci/merge.js";
 import { resolveSources } from "../../oci/source.js";
 import {
@@ -19,6 +20,7 @@ import {
   CONTENT_TYPE_LAYER,
   SplitStreamWriter,
   openSplitStream,
+  type SplitStreamFile,
 } from "../../repository/splitstream.js";
 import type { Repository } from "../../repository/repository.js";
 import { syncFilesystem } from "../../scan/store.js";
@@ -43,8 +45,27 @@ function configStreamId(digest: string): string {
 
 interface StagedStream {
   id: string;
-  tmp: string;
+  /** The split stream written by this import, or null for one already stored. */
+  tmp: string | null;
   digest: Buffer;
+}
+
+/** A layer stream already in the repository, usable when it and every object it names are present. */
+function storedLayer(repo: Repository, diffId: string): { file: SplitStreamFile; digest: Buffer } | null {
+  let hex: string | null;
+  try {
+    hex = repo.hasStream(layerStreamId(diffId));
+  } catch {
+    return null;
+  }
+  if (hex === null || !repo.hasObject(hex)) return null;
+  try {
+    const file = openSplitStream(repo.objectPath(hex), repo.algorithm, `stream ${layerStreamId(diffId)}`);
+    if (!file.contentType.equals(CONTENT_TYPE_LAYER) || !file.objectRefs.every((o) => repo.hasObject(o))) return null;
+    return { file, digest: Buffer.from(hex, "hex") };
+  } catch {
+    return null; // unreadable: import the blob again
+  }
 }
 
 async function importOci(repo: Repository, sources: string[], opts: { name?: string; selinux: "auto" | "off"; progress: Progress }): Promise<string> {
@@ -64,13 +85,22 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
   try {
     for (const [i, blob] of source.layers.entries()) {
       merger.beginLayer(blob.label);
+      const onEntry = (e: TarEntry, data: EntryData | null) => {
+        merger.add(e, data);
+        opts.progress.update(++entries, `entries, layer ${i + 1}/${source.layers.length}`);
+      };
+      // A layer stored before (same diff_id) is read back from its split stream, not from the blob.
+      const stored = blob.diffId !== undefined ? storedLayer(repo, blob.diffId) : null;
+      if (stored) {
+        await reader.readStored(stored.file.chunks(), `${blob.label} (stored)`, onEntry);
+        staged.push({ id: layerStreamId(blob.diffId!), tmp: null, digest: stored.digest });
+        diffIds.push(blob.diffId!);
+        continue;
+      }
       const writer = new SplitStreamWriter(objects, repo.algorithm, CONTENT_TYPE_LAYER, () => repo.tmpName());
       writers.push(writer);
       const sink: LayerSink = { inline: (b) => writer.addInline(b), external: (d, n) => writer.addExternal(d, n) };
-      const got = await reader.read(blob, sink, (e, data) => {
-        merger.add(e, data);
-        opts.progress.update(++entries, `entries, layer ${i + 1}/${source.layers.length}`);
-      });
+      const got = await reader.read(blob, sink, onEntry);
       if (blob.digest !== undefined && blob.digest.startsWith("sha256:") && got.blob !== blob.digest) {
         throw new CfsError(`${blob.label}: blob digest mismatch: ${got.blob}, descriptor says ${blob.digest}`);
       }
@@ -93,7 +123,7 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
     staged.push({ id: configStreamId(configDigest), tmp: cfg.tmp, digest: cfg.digest });
   } catch (e) {
     for (const w of writers) w.abort();
-    for (const s of staged) fs.rmSync(s.tmp, { force: true });
+    for (const s of staged) if (s.tmp) fs.rmSync(s.tmp, { force: true });
     reader.discard();
     throw e;
   }
@@ -104,10 +134,10 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
     syncFilesystem(repo.path);
     for (const p of reader.pending.values()) repo.adoptObject(p.tmp, p.digest);
     reader.pending.clear();
-    for (const s of staged) repo.adoptObject(s.tmp, s.digest);
+    for (const s of staged) if (s.tmp) repo.adoptObject(s.tmp, s.digest);
   } finally {
     reader.discard();
-    for (const s of staged) fs.rmSync(s.tmp, { force: true });
+    for (const s of staged) if (s.tmp) fs.rmSync(s.tmp, { force: true });
   }
   const root = merger.finish();
   let policy: Relabeller | null = null;
