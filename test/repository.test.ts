@@ -11,6 +11,7 @@ import { parseDumpfile } from "../src/dumpfile/parse.js";
 import { writeImage } from "../src/erofs/writer.js";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { Repository } from "../src/repository/repository.js";
+import { CONTENT_TYPE_LAYER, SplitStreamWriter } from "../src/repository/splitstream.js";
 import { cfsctl, isRoot, ROOT, tmpdir } from "./helpers.js";
 
 const quiet = { quiet: true };
@@ -341,10 +342,22 @@ describe("gc", () => {
     expect(again.stdout.toString()).toBe("freed 0 bytes: 0 objects, 0 images, 0 streams\n");
   });
 
-  it("keeps streams named by refs and their objects, removes the rest and stray temporaries", () => {
+  it("keeps streams named by refs and their objects, removes the rest and stray temporaries", async () => {
     const repo = newRepo();
-    const kept = repo.storeObjectFromBuffer(content("s1"));
-    const gone = repo.storeObjectFromBuffer(content("s2"));
+    // Two split streams, each naming one object of its own.
+    const stream = async (tag: string): Promise<{ stream: string; data: string }> => {
+      const data = repo.storeObjectFromBuffer(content(tag));
+      const w = new SplitStreamWriter(path.join(repo.path, "objects"), repo.algorithm, CONTENT_TYPE_LAYER, () => repo.tmpName());
+      await w.addInline(Buffer.from("header"));
+      await w.addExternal(Buffer.from(data, "hex"), 200);
+      const { tmp, digest } = await w.finish();
+      repo.adoptObject(tmp, digest);
+      return { stream: digest.toString("hex"), data };
+    };
+    const k = await stream("s1");
+    const g = await stream("s2");
+    const kept = k.stream;
+    const gone = g.stream;
     repo.linkStream(kept, "oci-layer-sha256:1", "layer");
     repo.linkStream(gone, "oci-layer-sha256:2");
     repo.close();
@@ -354,6 +367,8 @@ describe("gc", () => {
     expect(r.status, out(r)).toBe(0);
     expect(fs.existsSync(path.join(repo.path, obj(kept)))).toBe(true);
     expect(fs.existsSync(path.join(repo.path, obj(gone)))).toBe(false);
+    expect(fs.existsSync(path.join(repo.path, obj(k.data)))).toBe(true);
+    expect(fs.existsSync(path.join(repo.path, obj(g.data)))).toBe(false);
     expect(fs.existsSync(path.join(repo.path, "streams/oci-layer-sha256:1"))).toBe(true);
     expect(fs.existsSync(path.join(repo.path, "streams/oci-layer-sha256:2"))).toBe(false);
     expect(fs.existsSync(tmp)).toBe(false);
