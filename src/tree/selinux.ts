@@ -274,6 +274,8 @@ class PcreParser {
   private inQ = false;
   private captures = 0;
   private names = new Set<string>();
+  /** Whether the pattern has an atomic group or a possessive quantifier (the emitter checks those). */
+  atomic = false;
 
   constructor(
     private readonly src: string,
@@ -402,6 +404,7 @@ class PcreParser {
         else {
           r.possessive = true;
           r.lazy = false; // possessive is greedy, (?U) or not
+          this.atomic = true;
         }
         last = "none";
         continue;
@@ -581,6 +584,7 @@ class PcreParser {
     this.flags = saved;
     switch (kind) {
       case "atomic":
+        this.atomic = true;
         return { t: "atomic", body };
       case "ahead":
       case "nahead":
@@ -1091,11 +1095,22 @@ function pureLiteral(n: Node): string | null {
  * translation here.
  */
 export function translatePcre(pattern: string, offsetBase = 0): { source: string; node: Node } {
-  for (let i = 0; i < pattern.length; i++)
-    if (pattern.charCodeAt(i) > 0x7f || pattern.charCodeAt(i) === 0) throw new RegexRefused("non-ASCII or NUL byte in pattern");
-  const node = new PcreParser(pattern, offsetBase).parse();
+  const { node } = parsePcre(pattern, offsetBase);
   const source = new Emitter().emit(node);
   return { source, node };
+}
+
+/**
+ * The syntax tree of a pattern, and whether emitting it can still refuse it
+ * (only atomic groups and possessive quantifiers are checked by the emitter;
+ * any other tree emits without error).
+ */
+function parsePcre(pattern: string, offsetBase: number): { node: Node; atomic: boolean } {
+  for (let i = 0; i < pattern.length; i++)
+    if (pattern.charCodeAt(i) > 0x7f || pattern.charCodeAt(i) === 0) throw new RegexRefused("non-ASCII or NUL byte in pattern");
+  const parser = new PcreParser(pattern, offsetBase);
+  const node = parser.parse();
+  return { node, atomic: parser.atomic };
 }
 
 /** For tests and tools: a RegExp that behaves like PCRE2 (DOTALL, 8-bit) on latin1 strings. */
@@ -1127,12 +1142,14 @@ function isSpace(c: number): boolean {
 }
 
 interface Spec {
-  /** Position after libselinux's sort (regexes first, then exact specs). */
+  /** Position after libselinux's sort (regexes first, then exact specs); set by SelinuxPolicy. */
   index: number;
   regexStr: string;
   /** st_mode type bits, 0 for any. */
   mode: number;
-  /** Value of security.selinux (context + NUL), or null for <<none>>. */
+  /** The context, or null for <<none>>. */
+  context: string | null;
+  /** Value of security.selinux (context + NUL), made on first use (specValue). */
   value: Buffer | null;
   /** libselinux's "stem": the first path component, when it has no meta characters. */
   stem: string | null;
@@ -1141,8 +1158,15 @@ interface Spec {
   prefix: string | null;
   /** For a spec that is just a literal: the literal (matches it, or it + "\n"). */
   literal: string | null;
-  /** The translated pattern, compiled. */
-  re: RegExp;
+  /**
+   * The translated pattern, compiled when the spec is first tried
+   * (specRegex): most specs never are. Until then `source` or `node` says
+   * what to compile. Literal specs are looked up by their literal and never
+   * need one.
+   */
+  re: RegExp | null;
+  source: string | null;
+  node: Node | null;
   /** requiredChars() of the pattern. */
   reqLo: number;
   reqHi: number;
@@ -1179,28 +1203,39 @@ function stemOfKey(key: string): string | null {
   return i < 0 ? null : key.slice(0, i);
 }
 
-function parseSpecFile(data: Buffer, file: string, out: Omit<Spec, "index">[]): void {
+/** Bytes of a string as the 64-bit mask of requiredChars (bucket = byte & 63). */
+function charMask(str: string, m: { lo: number; hi: number }): void {
+  let lo = m.lo;
+  let hi = m.hi;
+  for (let j = 0; j < str.length; j++) {
+    const d = str.charCodeAt(j);
+    if (d & 32) hi |= 1 << (d & 31);
+    else lo |= 1 << (d & 31);
+  }
+  m.lo = lo;
+  m.hi = hi;
+}
+
+/** Runs of C isspace() chars; bytes above 0x7f. */
+const SPACES = /[\t\n\v\f\r ]+/;
+const NON_ASCII = /[\x80-\xff]/;
+
+function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
   const text = data.toString("latin1");
   const lines = text.split("\n");
   if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
   for (let ln = 0; ln < lines.length; ln++) {
     const line = lines[ln]!;
     const lineno = ln + 1;
-    const where = `${file}:${lineno}`;
     let p = 0;
     while (p < line.length && isSpace(line.charCodeAt(p))) p++;
     if (p >= line.length || line[p] === "#") continue;
+    const where = `${file}:${lineno}`;
     if (line.includes("\0")) throw new CfsError(`${where}: NUL byte in line`);
-    const fields: string[] = [];
-    while (p < line.length) {
-      while (p < line.length && isSpace(line.charCodeAt(p))) p++;
-      const start = p;
-      while (p < line.length && !isSpace(line.charCodeAt(p))) {
-        if (line.charCodeAt(p) > 0x7f) throw new CfsError(`${where}: non-ASCII characters found`);
-        p++;
-      }
-      if (p > start) fields.push(line.slice(start, p));
-    }
+    // Non-ASCII bytes are never spaces: any of them is in a field.
+    if (NON_ASCII.test(line)) throw new CfsError(`${where}: non-ASCII characters found`);
+    const fields = (p > 0 ? line.slice(p) : line).split(SPACES);
+    if (fields[fields.length - 1] === "") fields.pop();
     if (fields.length < 2) throw new CfsError(`${where}: line is missing fields`);
     if (fields.length > 3) throw new CfsError(`${where}: too many fields (expected: regex [type] context)`);
     const regexStr = fields[0]!;
@@ -1212,34 +1247,80 @@ function parseSpecFile(data: Buffer, file: string, out: Omit<Spec, "index">[]): 
       if (m === undefined) throw new CfsError(`${where}: invalid file type ${typeStr}`);
       mode = m;
     }
-    let tr: { source: string; node: Node };
-    let re: RegExp;
-    try {
-      tr = translatePcre("^" + regexStr + "$", 1); // offsets in messages: in regexStr
-      re = new RegExp(tr.source);
-    } catch (e) {
-      if (e instanceof RegexRefused || e instanceof SyntaxError)
-        throw new CfsError(`${where}: cannot use regex ${regexStr}: ${e.message}`);
-      throw e;
-    }
-    const literal = pureLiteral(tr.node);
+    const hasMeta = hasMetaChars(regexStr);
     const req = { lo: 0, hi: 0 };
-    requiredChars(tr.node, req);
+    let literal: string | null;
+    let prefix: string | null;
+    let node: Node | null = null;
+    let source: string | null = null;
+    let re: RegExp | null = null;
+    if (!hasMeta && !regexStr.includes("\\") && !regexStr.includes(")")) {
+      // Plain text (half of a real policy): without meta characters, a
+      // backslash or a ")", the parser would read "^" + regexStr + "$" as
+      // the start assertion, one single-byte set per char and PCRE2's $,
+      // whatever the chars are (ASCII, no NUL: checked above). So these are
+      // pureLiteral(), literalPrefix() and requiredChars() of that tree.
+      literal = regexStr;
+      prefix = regexStr;
+      charMask(regexStr, req);
+    } else {
+      let atomic: boolean;
+      try {
+        ({ node, atomic } = parsePcre("^" + regexStr + "$", 1)); // offsets in messages: in regexStr
+        // The emitter refuses some atomic groups and possessive quantifiers:
+        // emit and compile those now so that the error is reported here.
+        // Every other tree emits without error.
+        if (atomic) re = new RegExp((source = new Emitter().emit(node)));
+      } catch (e) {
+        if (e instanceof RegexRefused || e instanceof SyntaxError)
+          throw new CfsError(`${where}: cannot use regex ${regexStr}: ${e.message}`);
+        throw e;
+      }
+      literal = pureLiteral(node);
+      prefix = literalPrefix(node);
+      requiredChars(node, req);
+      if (literal !== null || re !== null) node = null;
+    }
     out.push({
+      index: -1,
       regexStr,
       mode,
-      value: context === "<<none>>" ? null : Buffer.from(context + "\0", "latin1"),
+      context: context === "<<none>>" ? null : context,
+      value: null,
       stem: stemOfSpec(regexStr),
-      hasMeta: hasMetaChars(regexStr),
-      prefix: literalPrefix(tr.node),
+      hasMeta,
+      prefix,
       literal,
       re,
+      source,
+      node,
       reqLo: req.lo | 0,
       reqHi: req.hi | 0,
       file,
       line: lineno,
     });
   }
+}
+
+/** The security.selinux value of a spec (context + NUL), or null for <<none>>. */
+function specValue(s: Spec): Buffer | null {
+  if (s.value === null && s.context !== null) s.value = Buffer.from(s.context + "\0", "latin1");
+  return s.value;
+}
+
+/** The compiled regex of a spec (not a literal one), compiled on first use. */
+function specRegex(s: Spec): RegExp {
+  if (s.re !== null) return s.re;
+  try {
+    s.re = new RegExp(s.source ?? new Emitter().emit(s.node!));
+  } catch (e) {
+    if (e instanceof RegexRefused || e instanceof SyntaxError)
+      throw new CfsError(`${s.file}:${s.line}: cannot use regex ${s.regexStr}: ${e.message}`);
+    throw e;
+  }
+  s.node = null;
+  s.source = null;
+  return s.re;
 }
 
 /** selabel_subs_init: "SRC DST" lines; kept last line first, as libselinux prepends. */
@@ -1273,14 +1354,27 @@ function parseSubsFile(data: Buffer, file: string): Sub[] {
 class SubTable {
   private readonly bySrc = new Map<string, { pos: number; dst: string }>();
   private readonly lengths = new Set<number>();
+  /** The srcs split after their last "/": what precedes it (with the "/") -> the names after it. */
+  private readonly byParent = new Map<string, Set<string>>();
   readonly size: number;
 
   constructor(subs: Sub[]) {
     subs.forEach((s, pos) => {
       if (!this.bySrc.has(s.src)) this.bySrc.set(s.src, { pos, dst: s.dst });
       this.lengths.add(s.src.length);
+      const i = s.src.lastIndexOf("/");
+      if (i < 0) return; // never a whole key: keys have a "/"
+      const parent = s.src.slice(0, i + 1);
+      let names = this.byParent.get(parent);
+      if (!names) this.byParent.set(parent, (names = new Set()));
+      names.add(s.src.slice(i + 1));
     });
     this.size = subs.length;
+  }
+
+  /** The names N for which dir + N is a src (dir ends with "/"). */
+  namesUnder(dir: string): Set<string> | undefined {
+    return this.size === 0 ? undefined : this.byParent.get(dir);
   }
 
   apply(key: string): string | null {
@@ -1338,6 +1432,80 @@ interface TrieNode {
   chain: Int32Array | null;
 }
 
+/**
+ * What the lookups of a directory's children share (SelinuxPolicy.dirContext).
+ * A child named N (not empty, no "/") of the directory at raw path D has the
+ * key D + "/" + N. Cleaning leaves such a key alone, and the .subs/.subs_dist
+ * lines that can rewrite it are those whose src is a prefix of D + "/" ending
+ * before a "/" (the same for every N) or the whole key (the names in
+ * `special`). So, outside `special`, the key after the substitutions is
+ * `prefix + N` for a `prefix` found once by substituting D + "/" + a
+ * placeholder char that no policy line contains; its stem is the same for
+ * every N, and the trie walk, the char mask and the literal specs can start
+ * from what `prefix` gives.
+ */
+export interface DirContext {
+  /** The raw path of the directory ("" for the root). */
+  readonly dir: string;
+  /** The key of a child N, after the substitutions, is prefix + N. */
+  readonly prefix: string;
+  readonly stem: string | null;
+  /** Names whose key is a .subs or .subs_dist src as a whole: looked up the general way. */
+  readonly special: Set<string> | null;
+  /** Pure-literal specs of the form prefix + N, by N. */
+  readonly literals: Map<string, Spec[]> | undefined;
+  /** Trie walk along prefix: the node reached, or null when the walk stopped inside prefix. */
+  readonly node: TrieNode | null;
+  /** Position in the key of the node's end, or of its label's start when `pending`. */
+  readonly pos: number;
+  /** The node's label runs past prefix: the child must still match the rest of it. */
+  readonly pending: boolean;
+  /** Deepest node with specs on the walk so far. */
+  readonly deepest: TrieNode | null;
+  /** charMask of prefix. */
+  readonly lo: number;
+  readonly hi: number;
+}
+
+/** Children of a trie node without any (shared, never added to: trieInsert replaces it). */
+const NO_CHILDREN: Map<number, TrieNode> = new Map();
+
+/**
+ * Add a spec's literal prefix to the trie, kept compressed: every edge is a
+ * run of chars, and a node without specs has at least two children.
+ */
+function trieInsert(root: TrieNode, prefix: string, index: number): void {
+  let node = root;
+  let i = 0;
+  for (;;) {
+    if (i === prefix.length) {
+      node.specs.push(index);
+      return;
+    }
+    const c = prefix.charCodeAt(i);
+    const child = node.next.get(c);
+    if (child === undefined) {
+      if (node.next === NO_CHILDREN) node.next = new Map();
+      node.next.set(c, { next: NO_CHILDREN, label: prefix.slice(i), specs: [index], parent: null, chain: null });
+      return;
+    }
+    const label = child.label;
+    let k = 1;
+    while (k < label.length && i + k < prefix.length && label.charCodeAt(k) === prefix.charCodeAt(i + k)) k++;
+    if (k < label.length) {
+      // Split the edge where the prefix leaves it.
+      const mid: TrieNode = { next: new Map([[label.charCodeAt(k), child]]), label: label.slice(0, k), specs: [], parent: null, chain: null };
+      child.label = label.slice(k);
+      node.next.set(c, mid);
+      node = mid;
+    } else node = child;
+    i += k;
+  }
+}
+
+/** Stands for "any child name" in dirContext: above 0xff, so in no key and no policy line. */
+const PLACEHOLDER = "\u0100";
+
 export class SelinuxPolicy {
   /** In libselinux's order after sort_specs. */
   private readonly specs: Spec[];
@@ -1345,19 +1513,24 @@ export class SelinuxPolicy {
   private readonly distSubs: SubTable;
   /** Pure-literal specs by literal, ascending index. */
   private readonly literals = new Map<string, Spec[]>();
+  /** The same split after the literal's last "/": the part up to it (with the "/") -> rest -> specs. */
+  private readonly literalsByDir = new Map<string, Map<string, Spec[]>>();
   /** Specs that may match starting anywhere (a branch without a leading ^): tried one by one. */
   private readonly floating: Spec[] = [];
-  private readonly trie: TrieNode = { next: new Map(), label: "", specs: [], parent: null, chain: null };
+  private readonly trie: TrieNode = { next: NO_CHILDREN, label: "", specs: [], parent: null, chain: null };
   /** Per spec index: type bits (0: any) and required-char masks, for the scan loop. */
   private readonly modeOf: Int32Array;
   private readonly reqLo: Int32Array;
   private readonly reqHi: Int32Array;
 
   /** @internal use loadPolicy */
-  constructor(specs: Omit<Spec, "index">[], subs: Sub[], distSubs: Sub[]) {
+  constructor(specs: Spec[], subs: Sub[], distSubs: Sub[]) {
     // sort_specs: specs with meta characters first, then the others, keeping order.
-    const sorted = [...specs.filter((s) => s.hasMeta), ...specs.filter((s) => !s.hasMeta)];
-    this.specs = sorted.map((s, index) => ({ ...s, index }));
+    const sorted: Spec[] = [];
+    for (const s of specs) if (s.hasMeta) sorted.push(s);
+    for (const s of specs) if (!s.hasMeta) sorted.push(s);
+    sorted.forEach((s, index) => (s.index = index));
+    this.specs = sorted;
     this.subs = new SubTable(subs);
     this.distSubs = new SubTable(distSubs);
     const n = this.specs.length;
@@ -1370,37 +1543,26 @@ export class SelinuxPolicy {
       this.reqHi[s.index] = s.reqHi;
       if (s.literal !== null) {
         let l = this.literals.get(s.literal);
-        if (!l) this.literals.set(s.literal, (l = []));
+        if (!l) {
+          this.literals.set(s.literal, (l = []));
+          const slash = s.literal.lastIndexOf("/");
+          if (slash >= 0) {
+            const dir = s.literal.slice(0, slash + 1);
+            let m = this.literalsByDir.get(dir);
+            if (!m) this.literalsByDir.set(dir, (m = new Map()));
+            m.set(s.literal.slice(slash + 1), l);
+          }
+        }
         l.push(s);
         continue;
       }
-      if (s.prefix === null) {
-        this.floating.push(s);
-        continue;
-      }
-      let node = this.trie;
-      for (let i = 0; i < s.prefix.length; i++) {
-        const c = s.prefix.charCodeAt(i);
-        let nx = node.next.get(c);
-        if (!nx) node.next.set(c, (nx = { next: new Map(), label: s.prefix[i]!, specs: [], parent: null, chain: null }));
-        node = nx;
-      }
-      node.specs.push(s.index);
+      if (s.prefix === null) this.floating.push(s);
+      else trieInsert(this.trie, s.prefix, s.index);
     }
     const link = (t: TrieNode, up: TrieNode | null): void => {
       t.parent = up;
       const below = t.specs.length > 0 ? t : up;
-      for (const [c, x0] of t.next) {
-        // Merge runs of nodes without specs and with one child into one edge.
-        let x = x0;
-        while (x.specs.length === 0 && x.next.size === 1) {
-          const only = x.next.values().next().value!;
-          only.label = x.label + only.label;
-          x = only;
-        }
-        t.next.set(c, x);
-        link(x, below);
-      }
+      for (const x of t.next.values()) link(x, below);
     };
     link(this.trie, null);
   }
@@ -1422,11 +1584,138 @@ export class SelinuxPolicy {
   /** lookup() on a latin1 string; the returned Buffer is shared: do not modify it. */
   lookupKey(path: string, mode: number): Buffer | null {
     const spec = this.match(path, mode & S_IFMT);
-    return spec === null ? null : spec.value;
+    return spec === null ? null : specValue(spec);
+  }
+
+  /**
+   * What the lookups of the children of the directory at raw path `dir` (""
+   * for the root, else "/a/b") share, or null when there is nothing to share
+   * (then lookupChild looks each child up by its whole path).
+   */
+  dirContext(dir: string): DirContext | null {
+    const probe = dir + "/" + PLACEHOLDER;
+    // A key with "//" would be cleaned first: look such children up one by one.
+    if (probe.includes("//")) return null;
+    // The same steps as match(), on the placeholder key.
+    const s1 = this.subs.apply(probe);
+    const k1 = s1 ?? probe;
+    const key = this.distSubs.apply(k1) ?? k1;
+    if (!k1.endsWith("/" + PLACEHOLDER) || !key.endsWith("/" + PLACEHOLDER)) return null; // cannot happen
+    const prefix = key.slice(0, -1);
+    const a = this.subs.namesUnder(dir + "/");
+    const b = this.distSubs.namesUnder(k1.slice(0, -1));
+    const special = a && b ? new Set([...a, ...b]) : (a ?? b ?? null);
+    // The trie walk of match() along prefix, stopped where prefix ends.
+    let node: TrieNode | null = this.trie;
+    let deepest: TrieNode | null = null;
+    let pos = 0;
+    let pending = false;
+    const len = prefix.length;
+    for (;;) {
+      if (node.specs.length > 0) deepest = node;
+      if (pos >= len) break;
+      const nx: TrieNode | undefined = node.next.get(prefix.charCodeAt(pos));
+      if (nx === undefined) {
+        node = null;
+        break;
+      }
+      if (pos + nx.label.length <= len) {
+        if (!prefix.startsWith(nx.label, pos)) {
+          node = null;
+          break;
+        }
+        node = nx;
+        pos += nx.label.length;
+      } else {
+        // The edge runs past prefix: whether it matches depends on the name.
+        node = nx.label.startsWith(prefix.slice(pos)) ? nx : null;
+        pending = true;
+        break;
+      }
+    }
+    const m = { lo: 0, hi: 0 };
+    charMask(prefix, m);
+    return {
+      dir,
+      prefix,
+      stem: stemOfKey(key),
+      special,
+      literals: this.literalsByDir.get(prefix),
+      node,
+      pos,
+      pending,
+      deepest,
+      lo: m.lo,
+      hi: m.hi,
+    };
+  }
+
+  /**
+   * lookupKey(dir + "/" + name, mode) for a child of the directory of
+   * `ctx` (name as latin1), starting from what the directory's children
+   * share. The same answer, by the reasoning of DirContext.
+   */
+  lookupChild(ctx: DirContext | null, dir: string, name: string, mode: number): Buffer | null {
+    mode &= S_IFMT;
+    let spec: Spec | null;
+    if (ctx === null || name.length === 0 || (ctx.special !== null && ctx.special.has(name))) spec = this.match(dir + "/" + name, mode);
+    else spec = this.matchChild(ctx, name, mode);
+    return spec === null ? null : specValue(spec);
+  }
+
+  private matchChild(ctx: DirContext, name: string, mode: number): Spec | null {
+    let lo = ctx.lo;
+    let hi = ctx.hi;
+    for (let j = 0; j < name.length; j++) {
+      const d = name.charCodeAt(j);
+      if (d === 0x2f) return this.match(ctx.dir + "/" + name, mode); // not a name: the general way
+      if (d & 32) hi |= 1 << (d & 31);
+      else lo |= 1 << (d & 31);
+    }
+    const stem = ctx.stem;
+    const key = ctx.prefix + name;
+
+    let best: Spec | null = null;
+    const lits = ctx.literals;
+    if (lits !== undefined) {
+      best = this.lastLiteral(lits.get(name), mode, stem, null);
+      if (name.charCodeAt(name.length - 1) === 0x0a) best = this.lastLiteral(lits.get(name.slice(0, -1)), mode, stem, best);
+    }
+
+    // match()'s trie walk, resumed where the directory's stopped.
+    let deepest = ctx.deepest;
+    let node: TrieNode | null | undefined = ctx.node;
+    let i = ctx.pos;
+    if (node !== null && ctx.pending) {
+      if (key.startsWith(node.label, i)) i += node.label.length;
+      else node = null;
+    }
+    if (node !== null) {
+      const len = key.length;
+      for (;;) {
+        if (node.specs.length > 0) deepest = node;
+        if (i >= len) break;
+        node = node.next.get(key.charCodeAt(i));
+        if (node === undefined || !key.startsWith(node.label, i)) break;
+        i += node.label.length;
+      }
+    }
+    return this.scan(key, mode, stem, best, deepest, lo, hi);
   }
 
   private applies(s: Spec, mode: number, stem: string | null): boolean {
     return (s.mode === 0 || mode === 0 || s.mode === mode) && (s.stem === null || s.stem === stem);
+  }
+
+  /** The last applicable spec of a literal list, if it comes after `best`; else `best`. */
+  private lastLiteral(lit: Spec[] | undefined, mode: number, stem: string | null, best: Spec | null): Spec | null {
+    if (lit)
+      for (let i = lit.length - 1; i >= 0; i--)
+        if (this.applies(lit[i]!, mode, stem)) {
+          if (best === null || lit[i]!.index > best.index) return lit[i]!;
+          break;
+        }
+    return best;
   }
 
   /** Cleans the key as lookup_all does, applies the equivalences, and finds the winning spec. */
@@ -1441,23 +1730,8 @@ export class SelinuxPolicy {
     const stem = stemOfKey(key);
 
     // Exact literals: the last applicable one (PCRE2's $ also matches before a final newline).
-    let best: Spec | null = null;
-    const lit = this.literals.get(key);
-    if (lit)
-      for (let i = lit.length - 1; i >= 0; i--)
-        if (this.applies(lit[i]!, mode, stem)) {
-          best = lit[i]!;
-          break;
-        }
-    if (key.charCodeAt(key.length - 1) === 0x0a) {
-      const lit2 = this.literals.get(key.slice(0, -1));
-      if (lit2)
-        for (let i = lit2.length - 1; i >= 0; i--)
-          if (this.applies(lit2[i]!, mode, stem)) {
-            if (best === null || lit2[i]!.index > best.index) best = lit2[i]!;
-            break;
-          }
-    }
+    let best = this.lastLiteral(this.literals.get(key), mode, stem, null);
+    if (key.charCodeAt(key.length - 1) === 0x0a) best = this.lastLiteral(this.literals.get(key.slice(0, -1)), mode, stem, best);
 
     // The regex specs whose literal prefix the key starts with: those of the
     // deepest trie node with specs on the key's path and of its ancestors.
@@ -1471,13 +1745,17 @@ export class SelinuxPolicy {
       if (node === undefined || !key.startsWith(node.label, i)) break;
       i += node.label.length;
     }
-    let klo = 0;
-    let khi = 0;
-    for (let j = 0; j < len; j++) {
-      const d = key.charCodeAt(j);
-      if (d & 32) khi |= 1 << (d & 31);
-      else klo |= 1 << (d & 31);
-    }
+    const m = { lo: 0, hi: 0 };
+    charMask(key, m);
+    return this.scan(key, mode, stem, best, deepest, m.lo, m.hi);
+  }
+
+  /**
+   * The winner among `best` (the literal spec found, or null) and the regex
+   * specs of `deepest`'s chain and the floating ones: the highest index that
+   * applies and matches. lo/hi: charMask of the key.
+   */
+  private scan(key: string, mode: number, stem: string | null, best: Spec | null, deepest: TrieNode | null, lo: number, hi: number): Spec | null {
     if (deepest !== null) {
       const chain = deepest.chain ?? this.buildChain(deepest);
       const floor = best === null ? -1 : best.index;
@@ -1488,12 +1766,12 @@ export class SelinuxPolicy {
         const i = chain[j]!;
         if (i <= floor) break;
         // Try the regex only if the key has every char it needs and the type fits.
-        if ((reqLo[i]! & ~klo) | (reqHi[i]! & ~khi)) continue;
+        if ((reqLo[i]! & ~lo) | (reqHi[i]! & ~hi)) continue;
         const m = modeOf[i]!;
         if (m !== 0 && mode !== 0 && m !== mode) continue;
         const s = this.specs[i]!;
         if (s.stem !== null && s.stem !== stem) continue;
-        if (s.re.test(key)) {
+        if ((s.re ?? specRegex(s)).test(key)) {
           best = s;
           break;
         }
@@ -1503,7 +1781,7 @@ export class SelinuxPolicy {
     for (let i = this.floating.length - 1; i >= 0; i--) {
       const s = this.floating[i]!;
       if (best !== null && s.index < best.index) break;
-      if (this.applies(s, mode, stem) && s.re.test(key)) {
+      if (this.applies(s, mode, stem) && (s.re ?? specRegex(s)).test(key)) {
         best = s;
         break;
       }
@@ -1538,7 +1816,7 @@ export function loadPolicy(readFile: (relPath: string) => Buffer | null): Selinu
       throw new CfsError(`${base}: only the compiled ${base}.bin is present; cfsctl reads the text file_contexts`);
     return null;
   }
-  const specs: Omit<Spec, "index">[] = [];
+  const specs: Spec[] = [];
   parseSpecFile(main, base, specs);
   for (const suffix of [".homedirs", ".local"]) {
     const d = readFile(base + suffix);
@@ -1559,33 +1837,60 @@ const XATTR_KEY = "security.selinux";
 /**
  * Set security.selinux on every inode of the tree (root included) from the
  * policy, or remove it where the policy gives <<none>> or nothing. A
- * hardlinked inode is labelled once, by its primary entry's path.
+ * hardlinked inode is labelled once, by its primary entry's path. Inodes
+ * with the same label share one copy of its value.
  */
 export function relabelTree(root: Inode, policy: SelinuxPolicy): void {
   const key = Buffer.from(XATTR_KEY, "latin1");
-  const done = new Set<Inode>();
-  const onlyLinked = new Map<Inode, string>();
-  const label = (inode: Inode, path: string): void => {
-    done.add(inode);
-    const v = policy.lookupKey(path, inode.mode);
-    inode.removeXattr(key);
-    if (v !== null && !inode.setXattr(key, Buffer.from(v)))
-      throw new CfsError(`${JSON.stringify(path)}: no room for the ${XATTR_KEY} xattr (inode xattr budget exceeded)`);
+  /** The policy's value -> the copy set on inodes; and the copies. */
+  const copies = new Map<Buffer, Buffer>();
+  const copySet = new Set<Buffer>();
+  /** Inodes labelled with no label. */
+  const unlabelled = new Set<Inode>();
+  /**
+   * Whether an inode is labelled already: it holds one of this call's
+   * copies (made here, so no inode had them before), or it is in
+   * `unlabelled`. Cheaper than a set of every inode.
+   */
+  const done = (inode: Inode): boolean => {
+    const xs = inode.xattrs;
+    for (let i = 0; i < xs.length; i++) if (copySet.has(xs[i]!.value)) return true;
+    return unlabelled.size > 0 && unlabelled.has(inode);
   };
-  label(root, "/");
-  const walk = (dir: Inode, prefix: string): void => {
+  const onlyLinked = new Map<Inode, string>();
+  /** Label an inode; its path is dir + "/" + name (dir null: name is the path). */
+  const set = (inode: Inode, v: Buffer | null, dir: string | null, name: string): void => {
+    if (v === null) {
+      inode.removeXattr(key);
+      unlabelled.add(inode);
+      return;
+    }
+    let copy = copies.get(v);
+    if (copy === undefined) {
+      copies.set(v, (copy = Buffer.from(v)));
+      copySet.add(copy);
+    }
+    // setXattr replaces an existing label itself.
+    if (!inode.setXattr(key, copy)) {
+      const path = dir === null ? name : dir + "/" + name;
+      throw new CfsError(`${JSON.stringify(path)}: no room for the ${XATTR_KEY} xattr (inode xattr budget exceeded)`);
+    }
+  };
+  set(root, policy.lookupKey("/", root.mode), null, "/");
+  const walk = (dir: Inode, dirPath: string): void => {
+    const ctx = policy.dirContext(dirPath);
     for (const ent of dir.entries!) {
-      const path = prefix + "/" + ent.name.toString("latin1");
       const inode = ent.inode;
+      const name = ent.name.toString("latin1");
       if (ent.hardlink) {
-        if (!done.has(inode) && !onlyLinked.has(inode)) onlyLinked.set(inode, path);
+        if (!done(inode) && !onlyLinked.has(inode)) onlyLinked.set(inode, dirPath + "/" + name);
         continue;
       }
-      if (!done.has(inode)) label(inode, path);
-      if (inode.entries) walk(inode, path);
+      if (!done(inode)) set(inode, policy.lookupChild(ctx, dirPath, name, inode.mode), dirPath, name);
+      if (inode.entries) walk(inode, dirPath + "/" + name);
     }
   };
   walk(root, "");
   // Inodes reached only through hardlink entries: by the first such path.
-  for (const [inode, path] of onlyLinked) if (!done.has(inode)) label(inode, path);
+  for (const [inode, path] of onlyLinked) if (!done(inode)) set(inode, policy.lookupKey(path, inode.mode), null, path);
 }
