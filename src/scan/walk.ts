@@ -9,11 +9,14 @@
  * target's, and an ASCII path whatever bytes the real name has.
  */
 import fs from "node:fs";
-import * as xattr from "fs-xattr";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { HashPool } from "./hash-pool.js";
+import { loadXattrAddon } from "../util/native.js";
+
+/** Where the addon cannot load, reading an xattr fails with one line saying what to install. */
+const xattr = await loadXattrAddon();
 
 /** Linux O_PATH (not exported by node:fs). */
 const O_PATH = 0o10000000;

@@ -107,7 +107,7 @@ export function registerDiff(program: Command): void {
       const ta = await loadDiffInput(cmd, a, selinux);
       const tb = await loadDiffInput(cmd, b, selinux);
       const diffs = diffTrees(ta, tb);
-      if (o.json) writeStdout(JSON.stringify(diffs, null, 1) + "\n");
+      if (o.json) writeStdout(JSON.stringify(diffs, null, 2) + "\n");
       else writeStdout(formatDiff(diffs));
       if (diffs.length > 0) process.exitCode = 1;
     });

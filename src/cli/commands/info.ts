@@ -90,7 +90,8 @@ export function registerInfo(program: Command): Command {
     .command("info")
     .description("inspect composefs images and files (as composefs-info)")
     .option("--basedir <dir>", "object directory for missing-objects")
-    .option("--filter <name>", FILTER_HELP, collect);
+    .option("--filter <name>", FILTER_HELP, collect)
+    .addHelpText("after", "\nExamples:\n  cfsctl info ls image.cfs\n  cfsctl info missing-objects --basedir=/composefs/objects image.cfs\n");
 
   info
     .command("ls")

@@ -1,0 +1,39 @@
+/** Every command's --help shows its options and at least one example. */
+import { describe, expect, it } from "vitest";
+import { cfsctl } from "./helpers.js";
+
+/** The subcommands `cfsctl --help` (or `cfsctl info --help`) lists. */
+function commandsOf(args: string[]): string[] {
+  const r = cfsctl([...args, "--help"]);
+  expect(r.status).toBe(0);
+  const text = r.stdout.toString();
+  const start = text.indexOf("\nCommands:\n");
+  expect(start).toBeGreaterThan(0);
+  const end = text.indexOf("\n\n", start + 1);
+  const section = text.slice(start, end < 0 ? undefined : end);
+  return [...section.matchAll(/^  ([a-z][a-z-]*)\b/gm)].map((m) => m[1]!).filter((c) => c !== "help");
+}
+
+describe("help", () => {
+  const top = commandsOf([]);
+
+  it("lists every command", () => {
+    for (const c of ["create-image", "compute-id", "create-dumpfile", "import-oci", "cat", "dump", "image-objects", "diff", "init", "fsck", "gc", "mount", "mkcomposefs", "info"]) {
+      expect(top).toContain(c);
+    }
+  });
+
+  const all = [...top.map((c) => [c]), ...commandsOf(["info"]).map((c) => ["info", c])];
+  for (const cmd of all) {
+    it(`cfsctl ${cmd.join(" ")} --help shows its options and an example`, () => {
+      const r = cfsctl([...cmd, "--help"]);
+      expect(r.status).toBe(0);
+      expect(r.stderr).toBe("");
+      const text = r.stdout.toString();
+      expect(text).toMatch(new RegExp(`^Usage: cfsctl ${cmd.join(" ")} `, "m"));
+      expect(text).toMatch(/^Options:\n {2}/m);
+      expect(text).toMatch(/^Examples?:\n {2}(cfsctl|podman) /m);
+      expect(text).toMatch(new RegExp(`\\bcfsctl (--?[a-z-]+( [^ -]\\S*)? )*${cmd.join(" ")}\\b`));
+    });
+  }
+});
