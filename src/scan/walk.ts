@@ -205,7 +205,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     }
     names.sort(Buffer.compare);
     for (const name of names) {
-      const path = Buffer.concat([dirPath, SLASH, name]);
+      // `/` itself ends with the separator: no `//dev` in messages.
+      const path = dirPath[dirPath.length - 1] === 0x2f ? Buffer.concat([dirPath, name]) : Buffer.concat([dirPath, SLASH, name]);
       let s: fs.BigIntStats;
       try {
         s = fs.lstatSync(path, { bigint: true });
