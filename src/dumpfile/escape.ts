@@ -59,8 +59,7 @@ function hexValue(c: number): number {
  * the line number) on a bad escape, as unescape_string reports it.
  */
 export function unescape(buf: Buffer, start: number, end: number): Buffer {
-  const bs = buf.indexOf(0x5c, start);
-  if (bs < 0 || bs >= end) return buf.subarray(start, end);
+  if (!hasEscape(buf, start, end)) return buf.subarray(start, end);
   const out = Buffer.allocUnsafe(end - start);
   let o = 0;
   let i = start;
@@ -99,6 +98,12 @@ export function unescape(buf: Buffer, start: number, end: number): Buffer {
     }
   }
   return out.subarray(0, o);
+}
+
+/** Whether buf[start, end) holds a backslash (a loop: fields are short, and indexOf would search past end). */
+export function hasEscape(buf: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] === 0x5c) return true;
+  return false;
 }
 
 /** A dumpfile problem; the parser adds where it was found. */

@@ -18,7 +18,7 @@ import {
   S_IFMT,
   type Dirent,
 } from "../model/inode.js";
-import { DumpSyntaxError, unescape } from "./escape.js";
+import { DumpSyntaxError, hasEscape, unescape } from "./escape.js";
 
 /** Largest inline content a dumpfile may carry (LCFS_INLINE_CONTENT_MAX). */
 export const DUMP_INLINE_CONTENT_MAX = 5000;
@@ -87,6 +87,15 @@ function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): number
   return NOT_SMALL;
 }
 
+/** BigInts of small sizes, made once (every inode has one). */
+const SMALL_BIGINTS: bigint[] = [];
+function smallBigInt(n: number): bigint {
+  if (n >= 8192) return BigInt(n);
+  let v = SMALL_BIGINTS[n];
+  if (v === undefined) v = SMALL_BIGINTS[n] = BigInt(n);
+  return v;
+}
+
 /** The low 32 bits of a strtoull result. */
 function low32(n: number): number {
   return n === NOT_SMALL ? Number(bigValue & 0xffffffffn) : n % 4294967296;
@@ -106,8 +115,6 @@ function cstr(b: Buffer): Buffer {
   const z = b.indexOf(0);
   return z < 0 ? b : b.subarray(0, z);
 }
-
-const EMPTY = Buffer.alloc(0);
 
 /** Start and end of the eleven fixed fields of the line being parsed. */
 const FIELDS = new Int32Array(22);
@@ -132,20 +139,16 @@ function hexNibble(c: number): number {
 }
 
 /** Exactly 64 hex digits, either case, to 32 bytes; null otherwise. */
-function parseDigest(f: Buffer): Buffer | null {
-  if (f.length !== 64) return null;
+function parseDigest(f: Buffer, s = 0, e = f.length): Buffer | null {
+  if (e - s !== 64) return null;
   const out = Buffer.allocUnsafe(32);
   for (let i = 0; i < 32; i++) {
-    const hi = hexNibble(f[2 * i]!);
-    const lo = hexNibble(f[2 * i + 1]!);
+    const hi = hexNibble(f[s + 2 * i]!);
+    const lo = hexNibble(f[s + 2 * i + 1]!);
     if (hi < 0 || lo < 0) return null;
     out[i] = (hi << 4) | lo;
   }
   return out;
-}
-
-function isDot(name: Buffer): boolean {
-  return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
 }
 
 /** Split a path into components as lookup_parent_path walks it. */
@@ -187,6 +190,7 @@ export class DumpfileParser {
   parse(data: Buffer): Inode {
     let pos = 0;
     const len = data.length;
+    this.nextNul = data.indexOf(0);
     while (pos < len) {
       const nl = data.indexOf(0x0a, pos);
       this.lineNo++;
@@ -201,11 +205,13 @@ export class DumpfileParser {
     return this.finish();
   }
 
+  /** Where the next NUL byte of the input is (-1: none), so lines need no scan of their own. */
+  private nextNul = -1;
+
   private parseLineChecked(data: Buffer, start: number, end: number): void {
     try {
-      // Work on the line alone: every search below stays within it.
-      const line = data.subarray(start, end);
-      this.parseLine(line, 0, line.length);
+      if (this.nextNul >= 0 && this.nextNul < start) this.nextNul = data.indexOf(0, start);
+      this.parseLine(data, start, end);
     } catch (e) {
       if (e instanceof DumpSyntaxError) this.fail(e.message);
       throw e;
@@ -231,7 +237,7 @@ export class DumpfileParser {
   }
 
   private parseLine(buf: Buffer, start: number, end: number): void {
-    const nul = buf.indexOf(0, start);
+    const nul = this.nextNul;
     if (nul >= 0 && nul < end) {
       this.fail(`Invalid embedded NUL character at position ${nul - start}`);
     }
@@ -239,7 +245,8 @@ export class DumpfileParser {
     const F = FIELDS;
     let p = start;
     for (let f = 0; f < 22; f += 2) {
-      const sp = p < end ? buf.indexOf(0x20, p) : -1;
+      let sp = p < end ? buf.indexOf(0x20, p) : -1;
+      if (sp >= end) sp = -1;
       F[f] = p;
       if (sp < 0) {
         F[f + 1] = end;
@@ -250,8 +257,16 @@ export class DumpfileParser {
       }
     }
 
-    const path = cstr(unescape(buf, F[0]!, F[1]!));
-    if (path.length === 0) this.fail("Invalid empty path");
+    // The path: a range of the input, or of its unescaped copy.
+    let pb = buf;
+    let ps = F[0]!;
+    let pe = F[1]!;
+    if (hasEscape(buf, ps, pe)) {
+      pb = cstr(unescape(buf, ps, pe));
+      ps = 0;
+      pe = pb.length;
+    }
+    if (pe === ps) this.fail("Invalid empty path");
 
     let modeStart = F[4]!;
     let isHardlink = false;
@@ -270,18 +285,18 @@ export class DumpfileParser {
     const type = mode & S_IFMT;
     const inode = new Inode(mode);
 
-    const ent = this.addNode(path, inode, isHardlink);
+    const ent = this.addNode(pb, ps, pe, inode, isHardlink);
     err = null;
 
     if (isHardlink) {
       if (inode.isDir()) this.fail("Directories can't be hardlinked");
       const target = optionalField(buf, 8);
-      this.fixups.push({ ent: ent!, path, target: target === null ? null : cstr(target), line: this.lineNo });
+      this.fixups.push({ ent: ent!, path: pb.subarray(ps, pe), target: target === null ? null : cstr(target), line: this.lineNo });
       return;
     }
 
     const sizeN = strtoull(buf, F[2]!, F[3]!, 10);
-    const size = sizeN === NOT_SMALL ? bigValue : BigInt(sizeN);
+    const size = sizeN === NOT_SMALL ? bigValue : smallBigInt(sizeN);
     if (!parsedAll) err = intError(buf, F[2]!, F[3]!);
     if (sizeN === 0 && err) this.fail(err);
     const nlink = strtoull(buf, F[6]!, F[7]!, 10);
@@ -305,8 +320,8 @@ export class DumpfileParser {
     {
       const s = F[14]!;
       const e = F[15]!;
-      let dot = buf.indexOf(0x2e, s);
-      if (dot < 0 || dot >= e) dot = e;
+      let dot = s;
+      while (dot < e && buf[dot] !== 0x2e) dot++;
       let merr: string | null = null;
       const sec = strtoull(buf, s, dot, 10);
       const secBig = sec === NOT_SMALL ? bigValue : this.secondsOf(sec);
@@ -325,7 +340,16 @@ export class DumpfileParser {
     if (content !== null && BigInt(content.length) !== size) {
       this.fail(`Invalid content size ${content.length}, must match size ${BigInt.asIntN(64, size)}`);
     }
-    const digestField = optionalField(buf, 10);
+    // DIGEST: parsed in place unless it is escaped.
+    let digestBuf: Buffer | null = buf;
+    let ds = F[20]!;
+    let de = F[21]!;
+    if (de - ds === 1 && buf[ds] === 0x2d) digestBuf = null;
+    else if (hasEscape(buf, ds, de)) {
+      digestBuf = unescape(buf, ds, de);
+      ds = 0;
+      de = digestBuf.length;
+    }
 
     if (type !== S_IFLNK) inode.size = size;
     inode.nlink = nlink32;
@@ -341,7 +365,7 @@ export class DumpfileParser {
       const target = payload === null ? null : cstr(payload);
       if (target === null || target.length === 0 || target.length >= PATH_MAX) this.fail("Invalid symlink");
       inode.payload = target;
-      inode.size = BigInt(target.length);
+      inode.size = smallBigInt(target.length);
       if (this.strict) {
         if (size !== BigInt(target.length)) {
           this.fail(`Invalid symlink size ${target.length}, must match size ${BigInt.asIntN(64, size)}`);
@@ -362,9 +386,9 @@ export class DumpfileParser {
       }
     }
 
-    if (digestField !== null && digestField.length > 0) {
-      const d = parseDigest(digestField);
-      if (!d) this.fail(`Invalid digest ${digestField.toString("latin1")}: must be 64 hex digits`);
+    if (digestBuf !== null && de > ds) {
+      const d = parseDigest(digestBuf, ds, de);
+      if (!d) this.fail(`Invalid digest ${digestBuf.toString("latin1", ds, de)}: must be 64 hex digits`);
       inode.digest = d;
     }
 
@@ -383,9 +407,12 @@ export class DumpfileParser {
     }
   }
 
-  /** tree_add_node: attach at its path; returns the new entry (none for the root). */
-  private addNode(path: Buffer, inode: Inode, isHardlink: boolean): Dirent | null {
-    if (path.length === 1 && path[0] === 0x2f) {
+  /**
+   * tree_add_node: attach the path pb[ps, pe) (never empty); returns the new
+   * entry (none for the root).
+   */
+  private addNode(pb: Buffer, ps: number, pe: number, inode: Inode, isHardlink: boolean): Dirent | null {
+    if (pe - ps === 1 && pb[ps] === 0x2f) {
       if (!inode.isDir()) this.fail("Root must be a directory");
       if (this.root) this.fail("Can't have multiple roots");
       this.root = inode;
@@ -394,13 +421,18 @@ export class DumpfileParser {
     if (!this.root) this.fail("Root node not present");
     // Dumpfiles list a directory's entries together: resolve each parent
     // path once (the same bytes always resolve to the same directory).
-    const slash = path.lastIndexOf(0x2f);
-    const parentBytes = slash < 0 ? EMPTY : path.subarray(0, slash);
-    const cached = this.lastParent;
-    if (cached && cached.bytes.equals(parentBytes)) {
-      return this.attach(cached.dir, path, path.subarray(slash + 1), inode, isHardlink);
+    let slash = pe - 1;
+    while (slash >= ps && pb[slash] !== 0x2f) slash--;
+    const parentEnd = slash < ps ? ps : slash;
+    const lp = this.lastParentBytes;
+    if (lp !== null && lp.length === parentEnd - ps) {
+      let i = 0;
+      const n = lp.length;
+      while (i < n && lp[i] === pb[ps + i]) i++;
+      if (i === n) return this.attach(this.lastParentDir!, pb, ps, pe, slash + 1, inode, isHardlink);
     }
-    const { parents, name } = splitPath(path);
+    const path = pb.subarray(ps, pe);
+    const { parents } = splitPath(path);
     let dir: Inode | undefined = this.root;
     let parentIsDir = true;
     for (const comp of parents) {
@@ -416,11 +448,13 @@ export class DumpfileParser {
       dir = ent.inode;
     }
     if (!parentIsDir) this.fail(`Parent must be a directory for ${printable(path)}`);
-    this.lastParent = { bytes: parentBytes, dir: dir! };
-    return this.attach(dir!, path, name, inode, isHardlink);
+    this.lastParentBytes = pb.subarray(ps, parentEnd);
+    this.lastParentDir = dir!;
+    return this.attach(dir!, pb, ps, pe, slash + 1, inode, isHardlink);
   }
 
-  private lastParent: { bytes: Buffer; dir: Inode } | null = null;
+  private lastParentBytes: Buffer | null = null;
+  private lastParentDir: Inode | null = null;
 
   /**
    * One Buffer for each distinct short xattr key or value: trees repeat the
@@ -448,11 +482,15 @@ export class DumpfileParser {
     return v;
   }
 
-  private attach(dir: Inode, path: Buffer, name: Buffer, inode: Inode, isHardlink: boolean): Dirent {
-    if (isDot(name)) this.fail(`Invalid . or .. in path: ${printable(path)}`);
-    if (name.length === 0 || name.length > MAX_NAME_LENGTH) this.fail("Can't add child");
-    const ent = dir.addEntry(name, inode, isHardlink);
-    if (!ent) this.fail(`Path ${printable(path)} already exist`);
+  /** Add pb[nameStart, pe) to dir; pb[ps, pe) is the whole path (for messages). */
+  private attach(dir: Inode, pb: Buffer, ps: number, pe: number, nameStart: number, inode: Inode, isHardlink: boolean): Dirent {
+    const nameLen = pe - nameStart;
+    if (nameLen === 0 || nameLen > MAX_NAME_LENGTH) this.fail("Can't add child");
+    if (pb[nameStart] === 0x2e && (nameLen === 1 || (nameLen === 2 && pb[nameStart + 1] === 0x2e))) {
+      this.fail(`Invalid . or .. in path: ${printable(pb.subarray(ps, pe))}`);
+    }
+    const ent = dir.addEntry(pb.subarray(nameStart, pe), inode, isHardlink);
+    if (!ent) this.fail(`Path ${printable(pb.subarray(ps, pe))} already exist`);
     return ent;
   }
 
