@@ -209,26 +209,71 @@ export interface InodeHeader {
 }
 
 export function encodeInode(buf: Buffer, off: number, h: InodeHeader): void {
-  const format = (h.layout << 1) | (h.extended ? 1 : 0);
-  buf.writeUInt16LE(format, off);
-  buf.writeUInt16LE(h.xattrIcount, off + 2);
-  buf.writeUInt16LE(h.mode & 0xffff, off + 4);
-  if (!h.extended) {
-    buf.writeUInt16LE(h.nlink & 0xffff, off + 6);
-    buf.writeUInt32LE(Number(h.size & 0xffffffffn), off + 8);
-    buf.writeUInt32LE(h.u >>> 0, off + 16);
-    buf.writeUInt32LE(h.ino >>> 0, off + 20);
-    buf.writeUInt16LE(h.uid & 0xffff, off + 24);
-    buf.writeUInt16LE(h.gid & 0xffff, off + 26);
+  encodeInodeFields(buf, off, h.extended, h.layout, h.xattrIcount, h.mode, h.nlink, h.size, h.u, h.ino, h.uid, h.gid, h.mtimeSec, h.mtimeNsec);
+}
+
+function put16(buf: Uint8Array, off: number, v: number): void {
+  buf[off] = v;
+  buf[off + 1] = v >>> 8;
+}
+
+function put32(buf: Uint8Array, off: number, v: number): void {
+  buf[off] = v;
+  buf[off + 1] = v >>> 8;
+  buf[off + 2] = v >>> 16;
+  buf[off + 3] = v >>> 24;
+}
+
+const TWO_32 = 4294967296;
+const SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A 64-bit two's complement value, little-endian (no BigInt arithmetic below 2^53). */
+function put64(buf: Buffer, off: number, v: bigint): void {
+  if (v >= 0n && v <= SAFE_BIG) {
+    const n = Number(v);
+    put32(buf, off, n % TWO_32);
+    put32(buf, off + 4, Math.floor(n / TWO_32));
   } else {
-    buf.writeBigUInt64LE(h.size, off + 8);
-    buf.writeUInt32LE(h.u >>> 0, off + 16);
-    buf.writeUInt32LE(h.ino >>> 0, off + 20);
-    buf.writeUInt32LE(h.uid >>> 0, off + 24);
-    buf.writeUInt32LE(h.gid >>> 0, off + 28);
-    buf.writeBigUInt64LE(BigInt.asUintN(64, h.mtimeSec), off + 32);
-    buf.writeUInt32LE(h.mtimeNsec >>> 0, off + 40);
-    buf.writeUInt32LE(h.nlink >>> 0, off + 44);
+    buf.writeBigUInt64LE(BigInt.asUintN(64, v), off);
+  }
+}
+
+/** encodeInode with the fields as arguments (the writer's hot path: no header object). */
+export function encodeInodeFields(
+  buf: Buffer,
+  off: number,
+  extended: boolean,
+  layout: number,
+  xattrIcount: number,
+  mode: number,
+  nlink: number,
+  size: bigint,
+  u: number,
+  ino: number,
+  uid: number,
+  gid: number,
+  mtimeSec: bigint,
+  mtimeNsec: number,
+): void {
+  put16(buf, off, (layout << 1) | (extended ? 1 : 0));
+  put16(buf, off + 2, xattrIcount);
+  put16(buf, off + 4, mode & 0xffff);
+  if (!extended) {
+    put16(buf, off + 6, nlink & 0xffff);
+    put32(buf, off + 8, size >= 0n && size <= 0xffffffffn ? Number(size) : Number(BigInt.asUintN(32, size)));
+    put32(buf, off + 16, u >>> 0);
+    put32(buf, off + 20, ino >>> 0);
+    put16(buf, off + 24, uid & 0xffff);
+    put16(buf, off + 26, gid & 0xffff);
+  } else {
+    put64(buf, off + 8, size);
+    put32(buf, off + 16, u >>> 0);
+    put32(buf, off + 20, ino >>> 0);
+    put32(buf, off + 24, uid >>> 0);
+    put32(buf, off + 28, gid >>> 0);
+    put64(buf, off + 32, mtimeSec);
+    put32(buf, off + 40, mtimeNsec >>> 0);
+    put32(buf, off + 44, nlink >>> 0);
   }
 }
 

@@ -40,7 +40,7 @@ import {
   COMPOSEFS_MAGIC,
   COMPOSEFS_VERSION_MAX,
   DIRENT_SIZE,
-  encodeInode,
+  encodeInodeFields,
   encodeSuperBlock,
   EROFS_MAGIC,
   FEATURE_COMPAT_MTIME,
@@ -123,6 +123,7 @@ const DOTDOT = B("..");
 
 const NO_DIRENTS: WDirent[] = [];
 const NO_GROUPS: Array<[number, number]> = [];
+const NO_PAIRS: XattrPair[] = [];
 
 /** An inode as it will be written: the rewritten copy of a tree inode. */
 class WNode {
@@ -135,7 +136,7 @@ class WNode {
   index = 0;
   dirents: WDirent[] = NO_DIRENTS;
   /** Per xattr (in sorted order): its pair, and whether this inode refers to it as shared. */
-  pairs: XattrPair[] = [];
+  pairs: XattrPair[] = NO_PAIRS;
   /** How many of this inode's pairs are referenced as shared (the first ones in key order, at most 128). */
   nShared = 0;
   nBlocks = 0;
@@ -179,9 +180,34 @@ interface WDirent {
   link?: boolean;
 }
 
+/** The node's own xattr list (the Xattr objects stay shared: replace one, never change it). */
 function ownXattrs(n: WNode): Xattr[] {
-  if (n.xattrs === n.src.xattrs) n.xattrs = n.src.xattrs.map((a) => ({ key: a.key, value: a.value }));
+  if (n.xattrs === n.src.xattrs) n.xattrs = n.src.xattrs.slice();
   return n.xattrs;
+}
+
+/** Whether b starts with prefix (a loop: cheaper than a native call on short keys). */
+function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
+  const n = prefix.length;
+  if (b.length < n) return false;
+  for (let i = 0; i < n; i++) if (b[i] !== prefix[i]) return false;
+  return true;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  const n = a.length;
+  if (n !== b.length) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Copy src into dst at off: a loop for short pieces, set() for long ones. */
+function copyInto(dst: Uint8Array, off: number, src: Uint8Array, start = 0, end = src.length): void {
+  if (end - start > 64) {
+    dst.set(start === 0 && end === src.length ? src : src.subarray(start, end), off);
+    return;
+  }
+  for (let i = start; i < end; i++) dst[off++] = src[i]!;
 }
 
 /** lcfs_node_set_xattr on the rewritten copy, with the same budget. */
@@ -241,10 +267,10 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
   // Escape trusted.overlay.* in place; upstream does not update the budget.
   const plen = OVERLAY_PREFIX_B.length;
   for (let i = 0; i < n.xattrs.length; i++) {
-    const k = n.xattrs[i]!.key;
-    if (k.length >= plen && k.compare(OVERLAY_PREFIX_B, 0, plen, 0, plen) === 0) {
+    const x = n.xattrs[i]!;
+    if (startsWith(x.key, OVERLAY_PREFIX_B)) {
       const xs = ownXattrs(n);
-      xs[i]!.key = Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, k.subarray(plen)]);
+      xs[i] = { key: Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, x.key.subarray(plen)]), value: x.value };
     }
   }
   if (n.isExternal()) {
@@ -257,14 +283,14 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
       value[1] = value.length;
       value[2] = 0;
       value[3] = metacopyAlg === "sha512" && d.length === 64 ? FSVERITY_HASH_SHA512 : FSVERITY_HASH_SHA256;
-      d.copy(value, 4);
+      copyInto(value, 4, d);
     }
     setX(n, K_METACOPY, value);
     const p = n.src.payload;
     if (p && p.length > 0) {
       const r = Buffer.allocUnsafe(1 + p.length);
       r[0] = 0x2f;
-      p.copy(r, 1);
+      copyInto(r, 1, p);
       setX(n, K_REDIRECT, r);
     }
   }
@@ -331,7 +357,8 @@ class PairTable {
   readonly all: XattrPair[] = [];
 
   get(x: Xattr): XattrPair {
-    const h = hashBytes(x.value, hashBytes(x.key, 0x811c9dc5));
+    // 30 bits: small-integer keys, no boxed number per lookup.
+    const h = hashBytes(x.value, hashBytes(x.key, 0x811c9dc5)) & 0x3fffffff;
     const hit = this.byHash.get(h);
     if (hit === undefined) {
       const e = newPair(x);
@@ -339,14 +366,23 @@ class PairTable {
       this.all.push(e);
       return e;
     }
-    const list = Array.isArray(hit) ? hit : [hit];
-    for (const e of list) if (e.x.key.equals(x.key) && e.x.value.equals(x.value)) return e;
+    if (!Array.isArray(hit)) {
+      if (samePair(hit.x, x)) return hit;
+      const e = newPair(x);
+      this.byHash.set(h, [hit, e]);
+      this.all.push(e);
+      return e;
+    }
+    for (const e of hit) if (samePair(e.x, x)) return e;
     const e = newPair(x);
-    list.push(e);
-    this.byHash.set(h, list);
+    hit.push(e);
     this.all.push(e);
     return e;
   }
+}
+
+function samePair(a: Xattr, b: Xattr): boolean {
+  return (a.key === b.key || bytesEqual(a.key, b.key)) && (a.value === b.value || bytesEqual(a.value, b.value));
 }
 
 /** FNV-1a over at most the first and last 24 bytes (a hit is compared in full). */
@@ -358,7 +394,7 @@ function hashBytes(b: Uint8Array, h: number): number {
     for (let i = 0; i < 24; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
     for (let i = n - 24; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
   }
-  return Math.imul(h ^ n, 0x01000193) >>> 0;
+  return Math.imul(h ^ n, 0x01000193);
 }
 
 /** One distinct (key, value) pair of the image, with its encoding worked out once. */
@@ -376,20 +412,18 @@ interface XattrPair {
   filterBit: number;
 }
 
-const keyInfo = new Map<string, { index: number; suffixStart: number; filterBit: number }>();
+interface KeyInfo {
+  index: number;
+  suffixStart: number;
+  filterBit: number;
+}
+const keyInfo = new Map<string, KeyInfo>();
+/** The same, by key object: keys are mostly shared Buffers (constants, interned by the parser). */
+const keyInfoByObject = new WeakMap<Buffer, KeyInfo>();
 
 function newPair(x: Xattr): XattrPair {
-  const ks = x.key.toString("latin1");
-  let ki = keyInfo.get(ks);
-  if (!ki) {
-    const { index, suffix } = xattrKeyIndex(x.key);
-    ki = {
-      index,
-      suffixStart: x.key.length - suffix.length,
-      filterBit: xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1),
-    };
-    if (keyInfo.size < 4096) keyInfo.set(ks, ki);
-  }
+  let ki = keyInfoByObject.get(x.key);
+  if (!ki) ki = keyInfoOf(x.key);
   return {
     x,
     count: 0,
@@ -399,6 +433,22 @@ function newPair(x: Xattr): XattrPair {
     size: xattrEntrySize(x.key.length - ki.suffixStart, x.value.length),
     filterBit: ki.filterBit,
   };
+}
+
+function keyInfoOf(key: Buffer): KeyInfo {
+  const ks = key.toString("latin1");
+  let ki = keyInfo.get(ks);
+  if (!ki) {
+    const { index, suffix } = xattrKeyIndex(key);
+    ki = {
+      index,
+      suffixStart: key.length - suffix.length,
+      filterBit: xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1),
+    };
+    if (keyInfo.size < 4096) keyInfo.set(ks, ki);
+  }
+  keyInfoByObject.set(key, ki);
+  return ki;
 }
 
 /**
@@ -432,8 +482,9 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
     const n = order[qi]!;
     if (n.type !== S_IFDIR) continue;
     let ents: ReadonlyArray<{ name: Buffer; inode: Inode; hardlink: boolean }> = n.src.entries ?? [];
-    const extra = new Set<Inode>();
+    let extra: Set<Inode> | null = null;
     if (n === wroot) {
+      extra = new Set<Inode>();
       // Added after rewriting upstream, so these stay plain char devices.
       const ws = rootWhiteouts(n.src);
       for (const w of ws) extra.add(w.inode);
@@ -448,7 +499,7 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
         continue;
       }
       const child = new WNode(e.inode, n);
-      if (extra.size === 0 || !extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
+      if (extra === null || !extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
       order.push(child);
       dirents.push({ name: e.name, target: child });
     }
@@ -581,7 +632,7 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
       minSec = s.mtimeSec;
       minNsec = s.mtimeNsec;
     }
-    if (!hasAcl) for (const a of xs) if (a.key.equals(K_ACL_ACCESS) || a.key.equals(K_ACL_DEFAULT)) hasAcl = true;
+    if (!hasAcl) for (const a of xs) if (bytesEqual(a.key, K_ACL_ACCESS) || bytesEqual(a.key, K_ACL_DEFAULT)) hasAcl = true;
   }
 
   // Shared xattrs: every (key, value) pair used by two or more inodes.
@@ -666,13 +717,7 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   // Inodes, handing out data blocks in the order they are written below.
   let nextBlock = dataStart / BLOCK_SIZE;
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  for (const n of nodes) {
-    writeInode(img, n, sharedBase, () => {
-      const b = nextBlock;
-      nextBlock += n.nBlocks;
-      return b;
-    });
-  }
+  for (const n of nodes) nextBlock = writeInode(img, n, sharedBase, nextBlock);
 
   // Shared xattr table.
   let off = inodesEnd;
@@ -692,7 +737,7 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
         img.fill(0xff, block, block + BLOCK_SIZE); // 1024 null chunk indexes
       } else {
         const data = n.type === S_IFLNK ? n.src.payload! : n.src.content!;
-        data.copy(img, block, 0, Math.min(data.length, BLOCK_SIZE));
+        copyInto(img, block, data, 0, Math.min(data.length, BLOCK_SIZE));
       }
       block += BLOCK_SIZE;
     }
@@ -706,8 +751,8 @@ function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
   img[off] = suffixLen;
   img[off + 1] = e.index;
   img.writeUInt16LE(e.x.value.length, off + 2);
-  e.x.key.copy(img, off + 4, e.suffixStart);
-  e.x.value.copy(img, off + 4 + suffixLen);
+  copyInto(img, off + 4, e.x.key, e.suffixStart);
+  copyInto(img, off + 4 + suffixLen, e.x.value);
   return off + e.size;
 }
 
@@ -724,8 +769,7 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
   }
   for (let i = a; i < b; i++) {
     const name = n.dirents[i]!.name;
-    name.copy(img, p);
-    p += name.length;
+    for (let j = 0; j < name.length; j++) img[p++] = name[j]!;
   }
 }
 
@@ -735,7 +779,8 @@ function xattrFilter(n: WNode): number {
   return ~bits >>> 0;
 }
 
-function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () => number): void {
+/** Write one inode; its data blocks (if any) start at nextBlock. Returns the next free block. */
+function writeInode(img: Buffer, n: WNode, sharedBase: number, nextBlock: number): number {
   const type = n.type;
   let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
   let size: bigint;
@@ -752,7 +797,10 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () =
   if (type === S_IFCHR || type === S_IFBLK) {
     u = n.src.rdev >>> 0;
   } else if (type === S_IFDIR || type === S_IFREG || type === S_IFLNK) {
-    if (n.nBlocks > 0) u = allocBlocks();
+    if (n.nBlocks > 0) {
+      u = nextBlock;
+      nextBlock += n.nBlocks;
+    }
     if (n.isExternal()) {
       layout = LAYOUT_CHUNK_BASED;
       // i_u is a union: the chunk format overwrites its low 16 bits.
@@ -760,20 +808,7 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () =
     }
   }
   const xattrIcount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
-  encodeInode(img, n.offset, {
-    extended: !n.compact,
-    layout,
-    xattrIcount,
-    mode: n.mode,
-    nlink: n.nlink,
-    size,
-    u,
-    ino: n.index,
-    uid: n.src.uid,
-    gid: n.src.gid,
-    mtimeSec: n.src.mtimeSec,
-    mtimeNsec: n.src.mtimeNsec,
-  });
+  encodeInodeFields(img, n.offset, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, n.index, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
   let p = n.offset + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
     img.writeUInt32LE(xattrFilter(n), p);
@@ -801,15 +836,16 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, allocBlocks: () =
       writeDirents(img, p, n, a, b);
     }
   } else if (type === S_IFLNK) {
-    if (n.nBlocks === 0) n.src.payload!.copy(img, p);
+    if (n.nBlocks === 0) copyInto(img, p, n.src.payload!);
   } else if (type === S_IFREG && n.tail > 0) {
     if (n.src.content !== null) {
       const c = n.src.content;
-      c.copy(img, p, c.length - n.tail);
+      copyInto(img, p, c, c.length - n.tail);
     } else {
       img.fill(0xff, p, p + 4 * n.chunkCount);
     }
   }
+  return nextBlock;
 }
 
 /** fs-verity digest of a written image: what `--print-digest` prints. */

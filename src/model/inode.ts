@@ -148,7 +148,8 @@ export class Inode {
  * when the last one goes.
  */
 export function removeXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer): number {
-  const i = xattrs.findIndex((x) => x.key.equals(key));
+  let i = xattrs.length - 1;
+  while (i >= 0 && !sameBytes(xattrs[i]!.key, key)) i--;
   if (i < 0) return -1;
   const old = xattrs[i]!;
   xattrs.splice(i, 1);
@@ -168,6 +169,15 @@ export function setXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, val
   if (used + cost > budget) return -1;
   xattrs.push({ key, value });
   return used + cost;
+}
+
+/** Byte equality; a loop beats Buffer.equals's native call on short keys. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
+  const n = a.length;
+  if (n !== b.length) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Index of name, or -(insertion point) - 1. */
