@@ -286,6 +286,54 @@ describe("relabelTree", () => {
  * (SelinuxPolicy.dirContext): it must give every inode exactly what a lookup
  * of its whole path gives.
  */
+/**
+ * libselinux's lookup written plainly (for small policies): clean the key,
+ * one .subs and one .subs_dist rewrite (the last matching line of each),
+ * specs with meta characters first, and the last spec that applies and
+ * matches wins. No index, no filter.
+ */
+function referenceLabel(specs: string[][], subs: string[][], dist: string[][], path: string, mode: number): string | null {
+  let key = path.replace(/\/{2,}/g, "/");
+  if (key.length > 1 && key.endsWith("/")) key = key.slice(0, -1);
+  const sub = (list: string[][]): boolean => {
+    for (let i = list.length - 1; i >= 0; i--) {
+      const [src, dst] = list[i]!;
+      if (key === src || key.startsWith(src + "/")) {
+        key = dst! + (key.length > src!.length && dst === "/" ? key.slice(src!.length + 1) : key.slice(src!.length));
+        return true;
+      }
+    }
+    return false;
+  };
+  sub(subs);
+  sub(dist);
+  const meta = (re: string): boolean => {
+    for (let i = 0; i < re.length; i++) {
+      if (".^$?*+|[({".includes(re[i]!)) return true;
+      if (re[i] === "\\") i++;
+    }
+    return false;
+  };
+  const stemOf = (re: string): string | null => {
+    const i = re.indexOf("/", 1);
+    return i < 0 || /[.^$?*+|[({]/.test(re.slice(0, i)) ? null : re.slice(0, i);
+  };
+  const keyStem = key.indexOf("/", 1) < 0 ? null : key.slice(0, key.indexOf("/", 1));
+  const sorted = [...specs.filter((l) => meta(l[0]!)), ...specs.filter((l) => !meta(l[0]!))];
+  const typeOf: Record<string, number> = { "--": S_IFREG, "-d": S_IFDIR, "-l": S_IFLNK, "-c": S_IFCHR, "-b": S_IFBLK, "-p": S_IFIFO, "-s": S_IFSOCK };
+  for (let i = sorted.length - 1; i >= 0; i--) {
+    const l = sorted[i]!;
+    const type = l.length === 3 ? typeOf[l[1]!]! : 0;
+    if (type !== 0 && type !== (mode & 0o170000)) continue;
+    const st = stemOf(l[0]!);
+    if (st !== null && st !== keyStem) continue;
+    if (!compilePcre("^" + l[0] + "$").test(key)) continue;
+    const ctx = l[l.length - 1]!;
+    return ctx === "<<none>>" ? null : ctx + "\0";
+  }
+  return null;
+}
+
 describe("relabelTree gives what lookups of whole paths give", () => {
   const key = Buffer.from("security.selinux");
   const TYPES = [S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK];
@@ -310,12 +358,16 @@ describe("relabelTree gives what lookups of whole paths give", () => {
     return primary;
   }
 
-  function check(p: SelinuxPolicy, root: Inode): number {
+  function check(p: SelinuxPolicy, root: Inode, reference?: (path: string, mode: number) => string | null): number {
     const want = expected(root);
     relabelTree(root, p);
     const bad: string[] = [];
     for (const [n, path] of want) {
       const w = p.lookupKey(path, n.mode)?.toString("latin1");
+      if (reference) {
+        const r = reference(path, n.mode) ?? undefined;
+        if (r !== w) bad.push(`${JSON.stringify(path)} ${n.mode.toString(8)}: lookup ${w}, reference ${r}`);
+      }
       const got = n.getXattr(key)?.toString("latin1");
       if (got !== w) bad.push(`${JSON.stringify(path)} ${n.mode.toString(8)}: got ${got}, want ${w}`);
     }
@@ -362,9 +414,9 @@ describe("relabelTree gives what lookups of whole paths give", () => {
       return seed % n;
     };
     const pick = <T>(a: T[]): T => a[rnd(a.length)]!;
-    const names = ["a", "b", "c", "ab", "a.b", "c\n", "\n", "x y", "\xe9", "a+", "lib", "usr", "run", "var", "lock", "ba", "b\\"];
+    const names = ["a", "b", "c", "ab", "b.c", "aab.c", "xlock", "a.b", "c\n", "\n", "x y", "\xe9", "a+", "lib", "usr", "run", "var", "lock", "ba", "b\\"];
     const rxNames = ["a", "b", "c", "ab", "a\\.b", "c\\n", "lib", "usr", "run", "var", "lock", "ba", "a\\+", "b\\\\"];
-    const tails = ["", "", "/", "(/.*)?", "/.*", ".*", "[^/]*", "/[ab]+", "?", "b?", "(/a)?", "\\n?", "/(lib|usr)(/.*)?", "(|/.*)"];
+    const tails = ["", "", "/", "(/.*)?", "/.*", ".*", "[^/]*", "/[ab]+", "?", "b?", "(/a)?", "\\n?", "/(lib|usr)(/.*)?", "(|/.*)", ".*ab", "/[^/]*lock", "(/a)?/ba", "/a*b\\.c"];
     const types = ["", "", "", "--", "-d", "-l", "-c", "-s"];
     const rxPath = (depth: number): string => {
       let s = "";
@@ -378,24 +430,25 @@ describe("relabelTree gives what lookups of whole paths give", () => {
     };
     let checked = 0;
     for (let round = 0; round < 300; round++) {
-      const lines: string[] = ["/.*\tu:r:default:s0"];
+      const specs: string[][] = [["/.*", "u:r:default:s0"]];
       const nSpecs = 3 + rnd(25);
       for (let i = 0; i < nSpecs; i++) {
         const tail = pick(tails);
         const re = (rnd(8) === 0 && /^[/(]/.test(tail) ? "" : rxPath(1 + rnd(3))) + tail;
         const ctx = rnd(5) === 0 ? "<<none>>" : `u:r:t${i}:s0`;
-        lines.push([re, pick(types), ctx].filter((f) => f.length > 0).join("\t"));
+        specs.push([re, pick(types), ctx].filter((f) => f.length > 0));
       }
-      const subs: string[] = [];
-      const dist: string[] = [];
-      for (let i = rnd(4); i > 0; i--) subs.push(`${plainPath(1 + rnd(3))} ${rnd(5) === 0 ? "/" : plainPath(1 + rnd(2))}`);
-      for (let i = rnd(4); i > 0; i--) dist.push(`${plainPath(1 + rnd(3))} ${rnd(5) === 0 ? "/" : plainPath(1 + rnd(2))}`);
+      const subs: string[][] = [];
+      const dist: string[][] = [];
+      for (let i = rnd(4); i > 0; i--) subs.push([plainPath(1 + rnd(3)), rnd(5) === 0 ? "/" : plainPath(1 + rnd(2))]);
+      for (let i = rnd(4); i > 0; i--) dist.push([plainPath(1 + rnd(3)), rnd(5) === 0 ? "/" : plainPath(1 + rnd(2))]);
+      const text = (rows: string[][], sep: string): string => rows.map((r) => r.join(sep) + "\n").join("");
       const fc = "etc/selinux/t/contexts/files/file_contexts";
       const p = memPolicy({
         "etc/selinux/config": "SELINUXTYPE=t\n",
-        [fc]: lines.join("\n") + "\n",
-        ...(subs.length ? { [fc + ".subs"]: subs.join("\n") + "\n" } : {}),
-        ...(dist.length ? { [fc + ".subs_dist"]: dist.join("\n") + "\n" } : {}),
+        [fc]: text(specs, "\t"),
+        ...(subs.length ? { [fc + ".subs"]: text(subs, " ") } : {}),
+        ...(dist.length ? { [fc + ".subs_dist"]: text(dist, " ") } : {}),
       })!;
       const root = new Inode(S_IFDIR | 0o755);
       const all: Inode[] = [];
@@ -417,7 +470,7 @@ describe("relabelTree gives what lookups of whole paths give", () => {
         }
       };
       fill(root, 0);
-      checked += check(p, root);
+      checked += check(p, root, (path, mode) => referenceLabel(specs, subs, dist, path, mode));
     }
     expect(checked).toBeGreaterThan(1500);
   });

@@ -235,6 +235,18 @@ interface Flags {
   J: boolean;
 }
 
+/**
+ * Set nodes of one byte (and of it with ASCII case folded), and of "." with
+ * and without (?s): shared by every tree, as nothing modifies a set node.
+ */
+const CHAR_NODES: Node[] = CHAR_SETS.map((s) => ({ t: "set", s }));
+const FOLDED_CHAR_NODES: Node[] = FOLDED_CHAR_SETS.map((s) => ({ t: "set", s }));
+const DOT_NODE: Node = { t: "set", s: SET_ALL };
+const DOT_NOT_LF_NODE: Node = { t: "set", s: SET_NOT_LF };
+
+/** The escape result of each byte as a literal char (shared: never modified). */
+const CHAR_ESCAPES: Escape[] = Array.from({ length: 256 }, (_, c) => ({ k: "char", c }));
+
 /** A pattern PCRE2 rejects, or one that cannot be matched the same way here. */
 class RegexRefused extends Error {}
 
@@ -273,7 +285,7 @@ class PcreParser {
   private flags: Flags;
   private inQ = false;
   private captures = 0;
-  private names = new Set<string>();
+  private names: Set<string> | null = null;
   /** Whether the pattern has an atomic group or a possessive quantifier (the emitter checks those). */
   atomic = false;
 
@@ -299,16 +311,18 @@ class PcreParser {
   }
 
   private lit(c: number): Node {
-    return { t: "set", s: (this.flags.i ? FOLDED_CHAR_SETS : CHAR_SETS)[c]! };
+    return (this.flags.i ? FOLDED_CHAR_NODES : CHAR_NODES)[c]!;
   }
 
   private parseAlt(): Node {
-    const alts: Node[] = [this.parseSeq()];
-    while (this.peek() === 0x7c /* | */) {
+    const first = this.parseSeq();
+    if (this.peek() !== 0x7c /* | */) return first;
+    const alts: Node[] = [first];
+    while (this.peek() === 0x7c) {
       this.pos++;
       alts.push(this.parseSeq());
     }
-    return alts.length === 1 ? alts[0]! : { t: "alt", alts };
+    return { t: "alt", alts };
   }
 
   /** Skip what PCRE2 skips before looking at the next item: \Q\E, \E, (?#...), /x space and comments. */
@@ -435,7 +449,7 @@ class PcreParser {
           last = "none";
           break;
         case 0x2e /* . */:
-          items.push({ t: "set", s: this.flags.s ? SET_ALL : SET_NOT_LF });
+          items.push(this.flags.s ? DOT_NODE : DOT_NOT_LF_NODE);
           last = "atom";
           break;
         case 0x5b /* [ */: {
@@ -500,6 +514,7 @@ class PcreParser {
         if (this.peek() !== term) this.fail("syntax error in subpattern name");
         this.pos++;
         if (name.length === 0 || isDigit(name.charCodeAt(0)) || name.length > 32) this.fail("bad subpattern name");
+        this.names ??= new Set();
         if (this.names.has(name) && !this.flags.J) this.fail("two named subpatterns have the same name");
         this.names.add(name);
         kind = "capture";
@@ -606,7 +621,7 @@ class PcreParser {
   private parseEscape(inClass: boolean): Escape {
     if (this.pos >= this.src.length) this.fail("\\ at end of pattern");
     const c = this.src.charCodeAt(this.pos++);
-    if (!isAlnum(c)) return { k: "char", c };
+    if (!isAlnum(c)) return CHAR_ESCAPES[c]!;
     const ch = String.fromCharCode(c);
     switch (ch) {
       case "a":
@@ -1057,35 +1072,59 @@ function requiredChars(n: Node, m: { lo: number; hi: number }): void {
   }
 }
 
+/** Scratch space of literalPrefix. */
+let runBytes = Buffer.alloc(256);
+
 /** Literal chars a match must start with (every match starts at 0), or null when it may start elsewhere. */
 function literalPrefix(n: Node): string | null {
   const items = n.t === "seq" ? n.items : [n];
   if (items.length === 0 || items[0]!.t !== "assert" || (items[0] as { kind: string }).kind !== "start") return null;
-  let out = "";
+  let len = 0;
   for (let i = 1; i < items.length; i++) {
     const it = items[i]!;
     const c = it.t === "set" ? setSingle(it.s) : -1;
     if (c < 0) break;
-    out += String.fromCharCode(c);
+    if (len === runBytes.length) runBytes = Buffer.concat([runBytes, Buffer.alloc(len)]);
+    runBytes[len++] = c;
   }
-  return out;
+  return runBytes.toString("latin1", 0, len);
 }
 
-/** The literal a pattern matches, when it is `^`, single chars, and `$` (PCRE2 `$`); else null. */
-function pureLiteral(n: Node): string | null {
-  if (n.t !== "seq" || n.items.length < 2) return null;
+/**
+ * The longest run of single-byte sets among the items of a top-level
+ * sequence after its literal prefix, as a string (null if shorter than 2).
+ * The items of the sequence all match, in order, within the key, so the key
+ * contains the run: a cheap test before the regex.
+ */
+function requiredRun(n: Node, prefix: string | null): string | null {
+  if (n.t !== "seq" || prefix === null) return null;
   const items = n.items;
-  const first = items[0]!;
-  const last = items[items.length - 1]!;
-  if (first.t !== "assert" || first.kind !== "start" || last.t !== "assert" || last.kind !== "end") return null;
-  let out = "";
-  for (let i = 1; i < items.length - 1; i++) {
-    const it = items[i]!;
-    const c = it.t === "set" ? setSingle(it.s) : -1;
-    if (c < 0) return null;
-    out += String.fromCharCode(c);
+  let best: string | null = null;
+  let start = -1;
+  for (let i = 1 + prefix.length; i <= items.length; i++) {
+    const it = items[i];
+    const single = it !== undefined && it.t === "set" && setSingle(it.s) >= 0;
+    if (single && start < 0) start = i;
+    if (single || start < 0) continue;
+    if (i - start >= 2 && (best === null || i - start > best.length)) {
+      let r = "";
+      for (let j = start; j < i; j++) r += String.fromCharCode(setSingle((items[j] as { s: ByteSet }).s));
+      best = r;
+    }
+    start = -1;
   }
-  return out;
+  return best;
+}
+
+/**
+ * Whether a pattern is `^`, single chars, and `$` (PCRE2 `$`): then it
+ * matches its literalPrefix() (or that + "\n").
+ */
+function isPureLiteral(n: Node, prefix: string | null): boolean {
+  if (prefix === null || n.t !== "seq" || n.items.length < 2) return false;
+  const last = n.items[n.items.length - 1]!;
+  // The chars run from items[1] up to the final $ exactly.
+  return last.t === "assert" && last.kind === "end" && prefix.length === n.items.length - 2;
 }
 
 /**
@@ -1170,6 +1209,8 @@ interface Spec {
   /** requiredChars() of the pattern. */
   reqLo: number;
   reqHi: number;
+  /** requiredRun(): a string every key it matches contains (beyond the literal prefix), or null. */
+  need: string | null;
   file: string;
   line: number;
 }
@@ -1254,12 +1295,13 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
     let node: Node | null = null;
     let source: string | null = null;
     let re: RegExp | null = null;
+    let need: string | null = null;
     if (!hasMeta && !regexStr.includes("\\") && !regexStr.includes(")")) {
       // Plain text (half of a real policy): without meta characters, a
       // backslash or a ")", the parser would read "^" + regexStr + "$" as
       // the start assertion, one single-byte set per char and PCRE2's $,
       // whatever the chars are (ASCII, no NUL: checked above). So these are
-      // pureLiteral(), literalPrefix() and requiredChars() of that tree.
+      // literalPrefix(), isPureLiteral() and requiredChars() of that tree.
       literal = regexStr;
       prefix = regexStr;
       charMask(regexStr, req);
@@ -1276,9 +1318,10 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
           throw new CfsError(`${where}: cannot use regex ${regexStr}: ${e.message}`);
         throw e;
       }
-      literal = pureLiteral(node);
       prefix = literalPrefix(node);
+      literal = isPureLiteral(node, prefix) ? prefix : null;
       requiredChars(node, req);
+      need = requiredRun(node, prefix);
       if (literal !== null || re !== null) node = null;
     }
     out.push({
@@ -1296,6 +1339,7 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
       node,
       reqLo: req.lo | 0,
       reqHi: req.hi | 0,
+      need,
       file,
       line: lineno,
     });
@@ -1449,6 +1493,8 @@ export interface DirContext {
   readonly dir: string;
   /** The key of a child N, after the substitutions, is prefix + N. */
   readonly prefix: string;
+  /** prefix as bytes (latin1). */
+  readonly prefixBytes: Buffer;
   readonly stem: string | null;
   /** Names whose key is a .subs or .subs_dist src as a whole: looked up the general way. */
   readonly special: Set<string> | null;
@@ -1522,6 +1568,9 @@ export class SelinuxPolicy {
   private readonly modeOf: Int32Array;
   private readonly reqLo: Int32Array;
   private readonly reqHi: Int32Array;
+  /** lookupChild's scratch space: the key prefix of `keyOwner`, then a name. */
+  private keyBytes = Buffer.alloc(4096);
+  private keyOwner: DirContext | null = null;
 
   /** @internal use loadPolicy */
   constructor(specs: Spec[], subs: Sub[], distSubs: Sub[]) {
@@ -1638,6 +1687,7 @@ export class SelinuxPolicy {
     return {
       dir,
       prefix,
+      prefixBytes: Buffer.from(prefix, "latin1"),
       stem: stemOfKey(key),
       special,
       literals: this.literalsByDir.get(prefix),
@@ -1652,34 +1702,41 @@ export class SelinuxPolicy {
 
   /**
    * lookupKey(dir + "/" + name, mode) for a child of the directory of
-   * `ctx` (name as latin1), starting from what the directory's children
-   * share. The same answer, by the reasoning of DirContext.
+   * `ctx` (name: its raw bytes), starting from what the directory's
+   * children share. The same answer, by the reasoning of DirContext.
    */
-  lookupChild(ctx: DirContext | null, dir: string, name: string, mode: number): Buffer | null {
+  lookupChild(ctx: DirContext | null, dir: string, name: Uint8Array, mode: number): Buffer | null {
     mode &= S_IFMT;
-    let spec: Spec | null;
-    if (ctx === null || name.length === 0 || (ctx.special !== null && ctx.special.has(name))) spec = this.match(dir + "/" + name, mode);
-    else spec = this.matchChild(ctx, name, mode);
-    return spec === null ? null : specValue(spec);
-  }
-
-  private matchChild(ctx: DirContext, name: string, mode: number): Spec | null {
+    const n = name.length;
+    if (ctx === null || n === 0) return this.valueAt(dir, name, mode);
     let lo = ctx.lo;
     let hi = ctx.hi;
-    for (let j = 0; j < name.length; j++) {
-      const d = name.charCodeAt(j);
-      if (d === 0x2f) return this.match(ctx.dir + "/" + name, mode); // not a name: the general way
+    for (let j = 0; j < n; j++) {
+      const d = name[j]!;
+      if (d === 0x2f) return this.valueAt(dir, name, mode); // not a name
       if (d & 32) hi |= 1 << (d & 31);
       else lo |= 1 << (d & 31);
     }
+    // The key prefix + name, decoded in one go (a flat string, as the regexes want).
+    const plen = ctx.prefixBytes.length;
+    if (this.keyOwner !== ctx || plen + n > this.keyBytes.length) {
+      if (plen + n > this.keyBytes.length) this.keyBytes = Buffer.alloc(2 * (plen + n));
+      this.keyBytes.set(ctx.prefixBytes);
+      this.keyOwner = ctx;
+    }
+    this.keyBytes.set(name, plen);
+    const key = this.keyBytes.toString("latin1", 0, plen + n);
     const stem = ctx.stem;
-    const key = ctx.prefix + name;
 
     let best: Spec | null = null;
     const lits = ctx.literals;
-    if (lits !== undefined) {
-      best = this.lastLiteral(lits.get(name), mode, stem, null);
-      if (name.charCodeAt(name.length - 1) === 0x0a) best = this.lastLiteral(lits.get(name.slice(0, -1)), mode, stem, best);
+    if (ctx.special !== null || lits !== undefined) {
+      const nameStr = key.slice(plen);
+      if (ctx.special !== null && ctx.special.has(nameStr)) return this.valueAt(dir, name, mode);
+      if (lits !== undefined) {
+        best = this.lastLiteral(lits.get(nameStr), mode, stem, null);
+        if (name[n - 1] === 0x0a) best = this.lastLiteral(lits.get(nameStr.slice(0, -1)), mode, stem, best);
+      }
     }
 
     // match()'s trie walk, resumed where the directory's stopped.
@@ -1700,7 +1757,14 @@ export class SelinuxPolicy {
         i += node.label.length;
       }
     }
-    return this.scan(key, mode, stem, best, deepest, lo, hi);
+    const spec = this.scan(key, mode, stem, best, deepest, lo, hi);
+    return spec === null ? null : specValue(spec);
+  }
+
+  /** lookupKey of dir + "/" + name, the general way. */
+  private valueAt(dir: string, name: Uint8Array, mode: number): Buffer | null {
+    const spec = this.match(dir + "/" + Buffer.from(name.buffer, name.byteOffset, name.length).toString("latin1"), mode);
+    return spec === null ? null : specValue(spec);
   }
 
   private applies(s: Spec, mode: number, stem: string | null): boolean {
@@ -1771,6 +1835,7 @@ export class SelinuxPolicy {
         if (m !== 0 && mode !== 0 && m !== mode) continue;
         const s = this.specs[i]!;
         if (s.stem !== null && s.stem !== stem) continue;
+        if (s.need !== null && !key.includes(s.need)) continue;
         if ((s.re ?? specRegex(s)).test(key)) {
           best = s;
           break;
@@ -1859,7 +1924,7 @@ export function relabelTree(root: Inode, policy: SelinuxPolicy): void {
   };
   const onlyLinked = new Map<Inode, string>();
   /** Label an inode; its path is dir + "/" + name (dir null: name is the path). */
-  const set = (inode: Inode, v: Buffer | null, dir: string | null, name: string): void => {
+  const set = (inode: Inode, v: Buffer | null, dir: string | null, name: string | Buffer): void => {
     if (v === null) {
       inode.removeXattr(key);
       unlabelled.add(inode);
@@ -1872,7 +1937,7 @@ export function relabelTree(root: Inode, policy: SelinuxPolicy): void {
     }
     // setXattr replaces an existing label itself.
     if (!inode.setXattr(key, copy)) {
-      const path = dir === null ? name : dir + "/" + name;
+      const path = dir === null ? String(name) : dir + "/" + name.toString("latin1");
       throw new CfsError(`${JSON.stringify(path)}: no room for the ${XATTR_KEY} xattr (inode xattr budget exceeded)`);
     }
   };
@@ -1881,13 +1946,12 @@ export function relabelTree(root: Inode, policy: SelinuxPolicy): void {
     const ctx = policy.dirContext(dirPath);
     for (const ent of dir.entries!) {
       const inode = ent.inode;
-      const name = ent.name.toString("latin1");
       if (ent.hardlink) {
-        if (!done(inode) && !onlyLinked.has(inode)) onlyLinked.set(inode, dirPath + "/" + name);
+        if (!done(inode) && !onlyLinked.has(inode)) onlyLinked.set(inode, dirPath + "/" + ent.name.toString("latin1"));
         continue;
       }
-      if (!done(inode)) set(inode, policy.lookupChild(ctx, dirPath, name, inode.mode), dirPath, name);
-      if (inode.entries) walk(inode, dirPath + "/" + name);
+      if (!done(inode)) set(inode, policy.lookupChild(ctx, dirPath, ent.name, inode.mode), dirPath, ent.name);
+      if (inode.entries) walk(inode, dirPath + "/" + ent.name.toString("latin1"));
     }
   };
   walk(root, "");
