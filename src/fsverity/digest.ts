@@ -4,9 +4,11 @@
  * with no salt, then a hash of the 256-byte fs_verity_descriptor.
  *
  * Hashing is the hot path of the whole tool. Every 4096-byte block is hashed
- * on its own, and node:crypto's one-shot `crypto.hash()` measured fastest for
- * that (bench/hash-speed.mjs): faster than a streaming createHash() per block
- * and several times faster than @noble/hashes.
+ * on its own with node:crypto's one-shot `crypto.hash()`, asking for the
+ * digest as a latin1 string (one byte a character) and writing it where it
+ * goes: a Buffer result costs an ArrayBuffer per block, which measured about
+ * 40% more per block than the string (bench/hash-speed.mjs has the rest:
+ * crypto.hash beats a streaming createHash() per block and @noble/hashes).
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -18,11 +20,11 @@ export const BLOCK_SIZE = 4096;
 const ALG_ID: Record<VerityAlgorithm, number> = { sha256: 1, sha512: 2 };
 const DIGEST_LEN: Record<VerityAlgorithm, number> = { sha256: 32, sha512: 64 };
 
-// crypto.hash() exists from Node 20.12; fall back to createHash elsewhere.
-const oneShot: (alg: string, data: Uint8Array) => Buffer =
+/** The digest of `data` as a latin1 string. crypto.hash() exists from Node 20.12; createHash elsewhere. */
+const oneShot: (alg: string, data: Uint8Array) => string =
   typeof (crypto as { hash?: unknown }).hash === "function"
-    ? (alg, data) => (crypto as unknown as { hash(a: string, d: Uint8Array, e: "buffer"): Buffer }).hash(alg, data, "buffer")
-    : (alg, data) => crypto.createHash(alg).update(data).digest();
+    ? (alg, data) => (crypto as unknown as { hash(a: string, d: Uint8Array, e: "latin1"): string }).hash(alg, data, "latin1")
+    : (alg, data) => crypto.createHash(alg).update(data).digest("binary");
 
 export function digestLength(alg: VerityAlgorithm): number {
   return DIGEST_LEN[alg];
@@ -37,7 +39,8 @@ export class FsVerityHasher {
   private readonly hashLen: number;
   private readonly block = Buffer.allocUnsafe(BLOCK_SIZE);
   private blockFill = 0;
-  private total = 0n;
+  /** Bytes so far (a double: exact far beyond any file size). */
+  private total = 0;
   /** levels[i]: a block being filled with hashes of level i. */
   private readonly levels: Buffer[] = [];
   private readonly levelFill: number[] = [];
@@ -52,7 +55,7 @@ export class FsVerityHasher {
   update(data: Uint8Array): this {
     let off = 0;
     const len = data.length;
-    this.total += BigInt(len);
+    this.total += len;
     if (this.blockFill > 0) {
       const n = Math.min(BLOCK_SIZE - this.blockFill, len);
       this.block.set(data.subarray(0, n), this.blockFill);
@@ -76,7 +79,7 @@ export class FsVerityHasher {
   /** Start over for another file, keeping the buffers. */
   reset(): this {
     this.blockFill = 0;
-    this.total = 0n;
+    this.total = 0;
     this.levelFill.fill(0);
     this.levelCount.fill(0);
     this.levels.length = Math.min(this.levels.length, this.levelFill.length);
@@ -88,14 +91,14 @@ export class FsVerityHasher {
     return this;
   }
 
-  private addHash(level: number, h: Buffer): void {
+  private addHash(level: number, h: string): void {
     if (level === this.levels.length) {
       this.levels.push(Buffer.allocUnsafe(BLOCK_SIZE));
       this.levelFill.push(0);
       this.levelCount.push(0);
     }
     const buf = this.levels[level]!;
-    h.copy(buf, this.levelFill[level]!);
+    buf.write(h, this.levelFill[level]!, this.hashLen, "latin1");
     this.levelFill[level]! += this.hashLen;
     this.levelCount[level]! += 1;
     if (this.levelFill[level] === BLOCK_SIZE) {
@@ -104,9 +107,9 @@ export class FsVerityHasher {
     }
   }
 
-  /** The Merkle root: all zeros for empty data (as the kernel computes it). */
-  private rootHash(): Buffer {
-    if (this.total === 0n) return Buffer.alloc(this.hashLen);
+  /** The Merkle root (latin1): all zeros for empty data (as the kernel computes it). */
+  private rootHash(): string {
+    if (this.total === 0) return zeros(this.hashLen);
     if (this.blockFill > 0) {
       this.block.fill(0, this.blockFill);
       this.addHash(0, oneShot(this.alg, this.block));
@@ -115,7 +118,7 @@ export class FsVerityHasher {
     for (let level = 0; ; level++) {
       const top = level === this.levels.length - 1 || this.levelCount[level + 1] === 0;
       if (top && this.levelCount[level] === 1) {
-        return Buffer.from(this.levels[level]!.subarray(0, this.hashLen));
+        return this.levels[level]!.toString("latin1", 0, this.hashLen);
       }
       const fill = this.levelFill[level]!;
       if (fill > 0) {
@@ -129,42 +132,53 @@ export class FsVerityHasher {
 
   /** Finish and return the fs-verity digest (32 or 64 bytes). */
   digest(): Buffer {
-    return descriptorDigest(this.alg, this.rootHash(), this.total);
+    return Buffer.from(descriptorDigest(this.alg, this.rootHash(), this.total), "latin1");
+  }
+
+  /** Finish and write the digest into `out` at `at` (no allocation). */
+  digestInto(out: Uint8Array, at: number): void {
+    writeLatin1(out, at, descriptorDigest(this.alg, this.rootHash(), this.total));
+  }
+}
+
+const zeroStrings = new Map<number, string>();
+function zeros(n: number): string {
+  let z = zeroStrings.get(n);
+  if (z === undefined) zeroStrings.set(n, (z = "\0".repeat(n)));
+  return z;
+}
+
+function writeLatin1(out: Uint8Array, at: number, s: string): void {
+  if (Buffer.isBuffer(out)) {
+    out.write(s, at, s.length, "latin1");
+  } else {
+    for (let i = 0; i < s.length; i++) out[at + i] = s.charCodeAt(i);
   }
 }
 
 const descScratch = Buffer.alloc(256);
 
-/** Hash of the 256-byte fs_verity_descriptor: the file digest. */
-function descriptorDigest(alg: VerityAlgorithm, root: Buffer, size: bigint | number): Buffer {
+/** Hash of the 256-byte fs_verity_descriptor: the file digest (latin1). */
+function descriptorDigest(alg: VerityAlgorithm, root: string, size: number): string {
   const desc = descScratch;
   desc.fill(0);
   desc[0] = 1; // version
   desc[1] = ALG_ID[alg];
   desc[2] = 12; // log2(block size)
   desc[3] = 0; // salt size
-  if (typeof size === "number") {
-    desc.writeUInt32LE(size % 4294967296, 8);
-    desc.writeUInt32LE(Math.floor(size / 4294967296), 12);
-  } else {
-    desc.writeBigUInt64LE(size, 8);
-  }
-  root.copy(desc, 16);
+  desc.writeUInt32LE(size % 4294967296, 8);
+  desc.writeUInt32LE(Math.floor(size / 4294967296), 12);
+  desc.write(root, 16, root.length, "latin1");
   return oneShot(alg, desc);
 }
 
 const padScratch = Buffer.alloc(BLOCK_SIZE);
 
-/**
- * Digest of data of at most one block, with no allocation but the result:
- * the root is the hash of the zero-padded block (all zeros when empty).
- * Most files of a root filesystem take this path.
- */
-export function fsverityDigestSmall(data: Uint8Array, alg: VerityAlgorithm = "sha256"): Buffer {
-  if (data.length > BLOCK_SIZE) return new FsVerityHasher(alg).update(data).digest();
-  let root: Buffer;
+/** The digest of at most one block (latin1): the root is the hash of the zero-padded block. */
+function smallDigest(data: Uint8Array, alg: VerityAlgorithm): string {
+  let root: string;
   if (data.length === 0) {
-    root = Buffer.alloc(DIGEST_LEN[alg]);
+    root = zeros(DIGEST_LEN[alg]);
   } else if (data.length === BLOCK_SIZE) {
     root = oneShot(alg, data);
   } else {
@@ -173,6 +187,21 @@ export function fsverityDigestSmall(data: Uint8Array, alg: VerityAlgorithm = "sh
     root = oneShot(alg, padScratch);
   }
   return descriptorDigest(alg, root, data.length);
+}
+
+/**
+ * Digest of data of at most one block, with no allocation but the result.
+ * Most files of a root filesystem take this path.
+ */
+export function fsverityDigestSmall(data: Uint8Array, alg: VerityAlgorithm = "sha256"): Buffer {
+  if (data.length > BLOCK_SIZE) return new FsVerityHasher(alg).update(data).digest();
+  return Buffer.from(smallDigest(data, alg), "latin1");
+}
+
+/** fsverityDigestSmall, written into `out` at `at`. */
+export function fsverityDigestSmallInto(data: Uint8Array, alg: VerityAlgorithm, out: Uint8Array, at: number): void {
+  if (data.length > BLOCK_SIZE) new FsVerityHasher(alg).update(data).digestInto(out, at);
+  else writeLatin1(out, at, smallDigest(data, alg));
 }
 
 export function fsverityDigest(data: Uint8Array, alg: VerityAlgorithm = "sha256"): Buffer {

@@ -28,6 +28,7 @@ export async function scanContainerRoot(
     skipDevices: false,
     xattrs: "all",
     inlineMax: SCAN_INLINE_MAX,
+    wholeSeconds: true,
     algorithm: opts.algorithm,
     threads: opts.threads,
     store: opts.store,

@@ -1,12 +1,18 @@
 /**
  * A pool of worker threads hashing files in parallel with the directory walk:
- * the walk posts batches as it finds files, the workers hash while it goes on.
+ * the walk adds files as it finds them, the workers hash while it goes on.
+ *
+ * A batch travels as three typed arrays whose buffers are transferred, not
+ * copied: the paths end to end, where each ends, and (size, inode, mtime)
+ * per file as the walk's lstat gave them. Its digests come back the same way,
+ * one array of `n × digest length` bytes, so a file costs no object and no
+ * message of its own either way.
  */
 import fs from "node:fs";
 import os from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import type { VerityAlgorithm } from "../fsverity/digest.js";
+import { digestLength, type VerityAlgorithm } from "../fsverity/digest.js";
 
 export interface HashJob {
   id: number;
@@ -19,7 +25,50 @@ export interface HashJob {
 /** A digest, and with a store the temporary file holding a copy (when the object was missing). */
 export type HashResult = { id: number; digest: Buffer; tmp?: string } | { id: number; error: string; path: string };
 
-const BATCH = 32;
+/** What a worker is sent: files `first`..`first + n - 1`. */
+export interface HashBatch {
+  alg: VerityAlgorithm;
+  store: string | null;
+  first: number;
+  /** The paths' bytes end to end. */
+  paths: Uint8Array;
+  /** ends[i]: where path i ends in `paths`. */
+  ends: Uint32Array;
+  /** Per file: size, st_ino and st_mtime in ms, as a plain (non-bigint) fs.Stats gives them. */
+  meta: Float64Array;
+}
+
+/** What a worker answers: digests end to end; per file an error or a temporary copy, when any. */
+export interface HashBatchResult {
+  first: number;
+  n: number;
+  digests: Uint8Array;
+  errors: (string | null)[] | null;
+  /** The path of each failed file, for messages. */
+  errorPaths: (string | null)[] | null;
+  tmps: (string | null)[] | null;
+}
+
+/** Called once per file, in no particular order: a digest (a view of a shared buffer) or an error. */
+export type HashCallback = (id: number, digest: Buffer | null, error: string | null, path: string | null, tmp: string | null) => void;
+
+/** A batch is sent when it holds this many files… */
+const BATCH_FILES = 128;
+/** …or this many bytes of file data, so a worker is never handed a long tail alone. */
+const BATCH_BYTES = 8 << 20;
+/** Batches queued at a worker: it never waits for the walk to yield to get the next. */
+const DEPTH = 2;
+
+/** st_mtime in ms exactly as node computes fs.Stats#mtimeMs from the timespec. */
+export function mtimeMsOf(mtimeNs: bigint): number {
+  let sec = mtimeNs / 1_000_000_000n;
+  let nsec = mtimeNs % 1_000_000_000n;
+  if (nsec < 0n) {
+    sec -= 1n;
+    nsec += 1_000_000_000n;
+  }
+  return Number(sec) * 1e3 + Number(nsec) / 1e6;
+}
 
 function workerUrl(): URL {
   const here = new URL("./hash-worker.js", import.meta.url);
@@ -29,82 +78,163 @@ function workerUrl(): URL {
   return pathToFileURL(p);
 }
 
+interface Slot {
+  worker: Worker;
+  queued: number;
+}
+
 /**
- * Workers pull: a batch goes to a worker only when it is idle, so one large
- * file never holds up files queued behind it. The walk must yield to the
- * event loop now and then (see Walker) for idle workers to be fed.
+ * Workers pull: at most DEPTH batches wait at a worker, the rest here, so one
+ * large file never holds up many files queued behind it.
  */
 export class HashPool {
-  private readonly workers: Worker[] = [];
-  private readonly idle: Worker[] = [];
-  private readonly pending: HashJob[] = [];
+  private readonly slots: Slot[] = [];
+  private readonly ready: HashBatch[] = [];
   private inFlight = 0;
-  private readonly results = new Map<number, HashResult>();
+  private nextId = 0;
+  private done = 0;
   private wake: (() => void) | null = null;
   private failure: Error | null = null;
+  private readonly onResult: HashCallback;
+  private collected: Map<number, HashResult> | null = null;
+
+  // The batch being filled.
+  private paths = Buffer.allocUnsafe(16384);
+  private pathFill = 0;
+  private ends: number[] = [];
+  private meta: number[] = [];
+  private bytes = 0;
+  private first = 0;
 
   /**
    * `store`: an objects/ directory; files whose object is missing there are
-   * copied to temporary names in it (see hash-worker.ts).
+   * copied to temporary names in it (see hash-worker.ts). Without
+   * `onResult`, results are kept and `finish()` returns them.
    */
   constructor(
     private readonly alg: VerityAlgorithm,
     threads = Math.max(1, os.availableParallelism()),
     private readonly store: string | null = null,
+    onResult?: HashCallback,
   ) {
+    if (onResult) {
+      this.onResult = onResult;
+    } else {
+      const map = (this.collected = new Map());
+      this.onResult = (id, digest, error, path, tmp) => {
+        if (error !== null) map.set(id, { id, error, path: path ?? "a file" });
+        else map.set(id, tmp ? { id, digest: digest!, tmp } : { id, digest: digest! });
+      };
+    }
     const url = workerUrl();
+    const hashLen = digestLength(alg);
     for (let i = 0; i < threads; i++) {
       // Workers only hash: small heaps keep the process's memory flat.
-      const w = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
-      w.on("message", (res: HashResult[]) => {
-        for (const r of res) this.results.set(r.id, r);
+      const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
+      const slot: Slot = { worker, queued: 0 };
+      worker.on("message", (r: HashBatchResult) => {
+        const digests = Buffer.from(r.digests.buffer, r.digests.byteOffset, r.digests.byteLength);
+        for (let k = 0; k < r.n; k++) {
+          const error = r.errors?.[k] ?? null;
+          this.onResult(
+            r.first + k,
+            error === null ? digests.subarray(k * hashLen, (k + 1) * hashLen) : null,
+            error,
+            r.errorPaths?.[k] ?? null,
+            r.tmps?.[k] ?? null,
+          );
+        }
+        this.done += r.n;
+        slot.queued--;
         this.inFlight--;
-        this.idle.push(w);
-        this.dispatch(false);
+        this.dispatch();
         if (this.wake) this.wake();
       });
-      w.on("error", (e) => {
+      worker.on("error", (e) => {
         this.failure = e;
         if (this.wake) this.wake();
       });
-      this.workers.push(w);
-      this.idle.push(w);
+      this.slots.push(slot);
     }
   }
 
+  /** Queue a file; returns its id (0, 1, 2… in the order added). */
+  addFile(path: Uint8Array, size: number, ino: number, mtimeMs: number): number {
+    const need = this.pathFill + path.length;
+    if (need > this.paths.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.paths.length * 2));
+      this.paths.copy(grown, 0, 0, this.pathFill);
+      this.paths = grown;
+    }
+    this.paths.set(path, this.pathFill);
+    this.pathFill = need;
+    this.ends.push(need);
+    this.meta.push(size, ino, mtimeMs);
+    this.bytes += size;
+    if (this.ends.length >= BATCH_FILES || this.bytes >= BATCH_BYTES) this.seal();
+    return this.nextId++;
+  }
+
+  /** The old interface (fsck): one job with its stat as strings. */
   add(job: HashJob): void {
-    this.pending.push(job);
-    if (this.pending.length >= BATCH) this.dispatch(false);
+    if (job.id !== this.nextId) throw new Error("internal: hash jobs must be numbered 0, 1, 2…");
+    this.addFile(job.path, job.size, Number(BigInt(job.ino)), mtimeMsOf(BigInt(job.mtimeNs)));
   }
 
-  private dispatch(all: boolean): void {
-    while (this.idle.length > 0 && (this.pending.length >= BATCH || (all && this.pending.length > 0))) {
-      const w = this.idle.pop()!;
-      const jobs = this.pending.splice(0, BATCH);
+  private seal(): void {
+    const n = this.ends.length;
+    if (n === 0) return;
+    // A copy of its own, transferred to the worker.
+    const paths = new Uint8Array(this.pathFill);
+    paths.set(this.paths.subarray(0, this.pathFill));
+    this.ready.push({
+      alg: this.alg,
+      store: this.store,
+      first: this.first,
+      paths,
+      ends: Uint32Array.from(this.ends),
+      meta: Float64Array.from(this.meta),
+    });
+    this.first += n;
+    this.pathFill = 0;
+    this.ends = [];
+    this.meta = [];
+    this.bytes = 0;
+    this.dispatch();
+  }
+
+  private dispatch(): void {
+    while (this.ready.length > 0) {
+      let best: Slot | null = null;
+      for (const s of this.slots) if (s.queued < DEPTH && (best === null || s.queued < best.queued)) best = s;
+      if (best === null) return;
+      const b = this.ready.shift()!;
+      best.queued++;
       this.inFlight++;
-      w.postMessage({ alg: this.alg, store: this.store, jobs });
+      best.worker.postMessage(b, [b.paths.buffer as ArrayBuffer, b.ends.buffer as ArrayBuffer, b.meta.buffer as ArrayBuffer]);
     }
   }
 
-  /** Wait for every job; results by job id. */
+  /** Wait for every file: each has had its onResult call (or, without one, the results by id). */
   async finish(): Promise<Map<number, HashResult>> {
+    this.seal();
     try {
-      while (!this.failure && (this.pending.length > 0 || this.inFlight > 0)) {
-        this.dispatch(true);
+      while (!this.failure && this.done < this.nextId) {
+        this.dispatch();
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });
         this.wake = null;
       }
     } finally {
-      await Promise.all(this.workers.map((w) => w.terminate()));
+      await Promise.all(this.slots.map((s) => s.worker.terminate()));
     }
     if (this.failure) throw this.failure;
-    return this.results;
+    return this.collected ?? new Map();
   }
 
   /** Stop the workers without waiting for results (after an error). */
   async abort(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

@@ -12,11 +12,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parentPort, threadId } from "node:worker_threads";
-import { FsVerityHasher, fsverityDigestSmall, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
-import type { HashJob, HashResult } from "./hash-pool.js";
+import { FsVerityHasher, fsverityDigestSmallInto, digestLength, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
+import type { HashBatch, HashBatchResult } from "./hash-pool.js";
 
 const CHUNK = 1 << 20;
-const buf = Buffer.allocUnsafe(CHUNK);
+const buf = Buffer.allocUnsafe(CHUNK + 1);
 const hashers = new Map<VerityAlgorithm, FsVerityHasher>();
 let tmpCounter = 0;
 
@@ -26,78 +26,114 @@ function hasher(alg: VerityAlgorithm): FsVerityHasher {
   return h.reset();
 }
 
-function unchanged(fd: number, job: HashJob, total: number): boolean {
-  const st = fs.fstatSync(fd, { bigint: true });
-  return total === job.size && st.ino === BigInt(job.ino) && st.size === BigInt(job.size) && st.mtimeNs === BigInt(job.mtimeNs);
+interface Job {
+  path: Buffer;
+  size: number;
+  ino: number;
+  mtimeMs: number;
 }
 
-function failure(job: HashJob, error: string): HashResult {
-  return { id: job.id, error, path: Buffer.from(job.path).toString("utf8") };
+/** Same file, same size, same mtime as the walk's lstat (plain fs.Stats on both sides: same rounding). */
+function unchanged(fd: number, job: Job, total: number): boolean {
+  const st = fs.fstatSync(fd);
+  return total === job.size && st.size === job.size && st.ino === job.ino && st.mtimeMs === job.mtimeMs;
 }
 
-function hashOne(job: HashJob, alg: VerityAlgorithm, store: string | null): HashResult {
+class Failure {
+  constructor(readonly message: string) {}
+}
+
+/**
+ * Hash one file into `out` at `at`; returns the temporary copy's path when
+ * one was stored. Throws a Failure (or a system error) for a file that
+ * cannot be hashed.
+ */
+function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint8Array, at: number): string | null {
   let fd = -1;
   let tmp: string | null = null;
   try {
     fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     let total = 0;
-    while (total < CHUNK) {
-      const n = fs.readSync(fd, buf, total, CHUNK - total, null);
-      if (n === 0) break;
-      total += n;
-    }
-    const whole = total < CHUNK;
-    let digest: Buffer;
-    if (whole && total <= BLOCK_SIZE) {
-      digest = fsverityDigestSmall(buf.subarray(0, total), alg);
-    } else {
-      const h = hasher(alg).update(buf.subarray(0, total));
-      if (!whole) {
-        for (;;) {
-          const n = fs.readSync(fd, buf, 0, CHUNK, null);
-          if (n === 0) break;
-          h.update(buf.subarray(0, n));
-          total += n;
-        }
+    let whole: boolean;
+    if (job.size < CHUNK) {
+      // One read of size + 1 bytes: a regular file reads short only at its
+      // end, so getting `size` bytes means the whole file (fstat below
+      // catches a file that grows after).
+      for (;;) {
+        const n = fs.readSync(fd, buf, total, job.size + 1 - total, null);
+        total += n;
+        if (n === 0 || total >= job.size) break;
       }
-      digest = h.digest();
+      if (total !== job.size) throw new Failure("changed while it was read");
+      whole = true;
+      if (total <= BLOCK_SIZE) fsverityDigestSmallInto(buf.subarray(0, total), alg, out, at);
+      else hasher(alg).update(buf.subarray(0, total)).digestInto(out, at);
+    } else {
+      whole = false;
+      const h = hasher(alg);
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, CHUNK, null);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+        total += n;
+      }
+      h.digestInto(out, at);
     }
     // Compared with what the walk saw: a file written to (or replaced)
     // since then shows another size, inode or mtime.
-    if (!unchanged(fd, job, total)) return failure(job, "changed while it was read");
-    if (store === null) return { id: job.id, digest };
+    if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
+    if (store === null) return null;
 
-    const hex = digest.toString("hex");
+    const hex = Buffer.from(out.buffer, out.byteOffset + at, digestLength(alg)).toString("hex");
     const dir = path.join(store, hex.slice(0, 2));
-    if (fs.existsSync(path.join(dir, hex.slice(2)))) return { id: job.id, digest };
+    if (fs.existsSync(path.join(dir, hex.slice(2)))) return null;
     fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
     tmp = path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
     if (whole) {
-      const out = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+      const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
       try {
         let off = 0;
-        while (off < total) off += fs.writeSync(out, buf, off, total - off);
+        while (off < total) off += fs.writeSync(o, buf, off, total - off);
       } finally {
-        fs.closeSync(out);
+        fs.closeSync(o);
       }
     } else {
       fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       fs.chmodSync(tmp, 0o644);
-      if (!unchanged(fd, job, total)) return failure(job, "changed while it was read");
+      if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
     }
     const done = tmp;
     tmp = null;
-    return { id: job.id, digest, tmp: done };
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    return failure(job, err.code ? `${err.code} (${err.syscall ?? "io"})` : err.message);
+    return done;
   } finally {
     if (fd >= 0) fs.closeSync(fd);
     if (tmp !== null) fs.rmSync(tmp, { force: true });
   }
 }
 
-parentPort!.on("message", (msg: { alg: VerityAlgorithm; store: string | null; jobs: HashJob[] }) => {
-  const results = msg.jobs.map((j) => hashOne(j, msg.alg, msg.store));
-  parentPort!.postMessage(results);
+parentPort!.on("message", (b: HashBatch) => {
+  const n = b.ends.length;
+  const hashLen = digestLength(b.alg);
+  const digests = new Uint8Array(n * hashLen);
+  const paths = Buffer.from(b.paths.buffer, b.paths.byteOffset, b.paths.byteLength);
+  let errors: (string | null)[] | null = null;
+  let errorPaths: (string | null)[] | null = null;
+  let tmps: (string | null)[] | null = null;
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const end = b.ends[i]!;
+    const job: Job = { path: paths.subarray(start, end), size: b.meta[3 * i]!, ino: b.meta[3 * i + 1]!, mtimeMs: b.meta[3 * i + 2]! };
+    start = end;
+    try {
+      const tmp = hashOne(job, b.alg, b.store, digests, i * hashLen);
+      if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const message = e instanceof Failure ? e.message : err.code ? `${err.code} (${err.syscall ?? "io"})` : String(err.message);
+      (errors ??= new Array<string | null>(n).fill(null))[i] = message;
+      (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
+    }
+  }
+  const res: HashBatchResult = { first: b.first, n, digests, errors, errorPaths, tmps };
+  parentPort!.postMessage(res, [digests.buffer as ArrayBuffer]);
 });

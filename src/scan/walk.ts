@@ -12,7 +12,7 @@ import fs from "node:fs";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
-import { HashPool } from "./hash-pool.js";
+import { HashPool, mtimeMsOf } from "./hash-pool.js";
 import { loadXattrAddon } from "../util/native.js";
 
 /** Where the addon cannot load, reading an xattr fails with one line saying what to install. */
@@ -30,6 +30,12 @@ export interface WalkOptions {
   /** Files of 1..inlineMax bytes are stored inline. */
   inlineMax: number;
   algorithm: VerityAlgorithm;
+  /**
+   * Only whole-second mtimes are needed (the container rules drop the
+   * nanoseconds): entries are read with a plain lstat, cheaper than a bigint
+   * one, which is used only where a double is not exact enough.
+   */
+  wholeSeconds?: boolean;
   threads?: number;
   /** An objects/ directory to copy missing objects into (temporary names; see hash-worker.ts). */
   store?: string;
@@ -137,39 +143,125 @@ function readSmallFile(path: Buffer, size: number): Buffer {
   }
 }
 
+/** What the walk needs of an lstat; one object, refilled for every entry. */
+interface Meta {
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  nlink: number;
+  size: number;
+  dev: number;
+  ino: number;
+  /** `dev:ino` from a bigint lstat; "" from a plain one (then both are below 2^53). */
+  key: string;
+  mtimeSec: bigint;
+  mtimeNsec: number;
+  /** st_mtime in ms as a plain fs.Stats has it (what the hash workers compare). */
+  mtimeMs: number;
+}
+
+const LARGE = 2 ** 53;
+
+function fromBigint(m: Meta, s: fs.BigIntStats): void {
+  m.mode = Number(s.mode);
+  m.uid = Number(s.uid);
+  m.gid = Number(s.gid);
+  m.rdev = Number(s.rdev & 0xffffffffn);
+  m.nlink = Number(s.nlink);
+  m.size = Number(s.size); // beyond 2^53: refused as too large (fillLeaf)
+  m.dev = Number(s.dev);
+  m.ino = Number(s.ino);
+  m.key = `${s.dev}:${s.ino}`;
+  [m.mtimeSec, m.mtimeNsec] = splitMtime(s.mtimeNs);
+  m.mtimeMs = mtimeMsOf(s.mtimeNs);
+}
+
+/**
+ * Plain fs.Stats are exact but for st_mtime (a double of milliseconds) and,
+ * beyond 2^53, st_ino. The second is exact when the fraction of a second is
+ * well away from 0 and 1000 ms (the double is within 0.001 ms of the truth);
+ * elsewhere, and for nanoseconds, a bigint lstat decides.
+ */
+function lstatMeta(m: Meta, path: Buffer, wholeSeconds: boolean): void {
+  if (wholeSeconds) {
+    const s = fs.lstatSync(path);
+    const ms = s.mtimeMs;
+    const sec = Math.floor(ms / 1000);
+    const frac = ms - sec * 1000;
+    if (frac >= 0.01 && frac <= 999.99 && Math.abs(ms) < 1e13 && s.ino < LARGE && s.size < LARGE && s.dev < LARGE) {
+      m.mode = s.mode;
+      m.uid = s.uid;
+      m.gid = s.gid;
+      m.rdev = s.rdev % 4294967296;
+      m.nlink = s.nlink;
+      m.size = s.size;
+      m.dev = s.dev;
+      m.ino = s.ino;
+      m.key = "";
+      m.mtimeSec = BigInt(sec);
+      m.mtimeNsec = 0;
+      m.mtimeMs = ms;
+      return;
+    }
+  }
+  fromBigint(m, fs.lstatSync(path, { bigint: true }));
+  if (wholeSeconds) m.mtimeNsec = 0;
+}
+
 export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> {
   const rootPath = Buffer.from(dir);
-  let st: fs.BigIntStats;
+  const wholeSeconds = opts.wholeSeconds === true && opts.useEpoch === false;
+  const m: Meta = { mode: 0, uid: 0, gid: 0, rdev: 0, nlink: 0, size: 0, dev: 0, ino: 0, key: "", mtimeSec: 0n, mtimeNsec: 0, mtimeMs: 0 };
   try {
-    st = fs.lstatSync(rootPath, { bigint: true });
+    lstatMeta(m, rootPath, wholeSeconds);
   } catch (e) {
     throw describeSystemError(e, dir);
   }
-  if ((Number(st.mode) & S_IFMT) !== S_IFDIR) throw new CfsError(`${dir}: Not a directory`);
+  if ((m.mode & S_IFMT) !== S_IFDIR) throw new CfsError(`${dir}: Not a directory`);
   try {
     fs.accessSync(rootPath, fs.constants.R_OK | fs.constants.X_OK);
   } catch (e) {
     throw describeSystemError(e, dir);
   }
-  const rootDev = st.dev;
-  const pool = new HashPool(opts.algorithm, opts.threads, opts.store ?? null);
-  const jobs: ExternalFile[] = [];
+  const rootDev = m.dev;
+  // Regular files stored as objects, by hash job id.
+  const files: Inode[] = [];
+  let tmps: (string | null)[] | null = null;
+  let failedId = -1;
+  let failure = "";
+  const pool = new HashPool(opts.algorithm, opts.threads, opts.store ?? null, (id, digest, error, path, tmp) => {
+    if (error !== null || digest === null) {
+      if (failedId < 0 || id < failedId) {
+        failedId = id;
+        failure = `${path ?? "a file"}: ${error ?? "not hashed"}`;
+      }
+    } else {
+      const inode = files[id]!;
+      inode.digest = digest;
+      inode.payload = Buffer.from(digestToObjectPath(digest), "latin1");
+    }
+    if (tmp !== null) (tmps ??= [])[id] = tmp;
+  });
   const links = new Map<string, Inode>();
   let entries = 0;
 
-  const makeInode = (path: Buffer, s: fs.BigIntStats): Inode => {
-    const mode = Number(s.mode);
+  const makeInode = (path: Buffer): Inode => {
+    const mode = m.mode;
     const inode = new Inode(mode);
-    inode.uid = Number(s.uid);
-    inode.gid = Number(s.gid);
+    inode.uid = m.uid;
+    inode.gid = m.gid;
     const type = mode & S_IFMT;
-    if (type === S_IFCHR || type === S_IFBLK) inode.rdev = Number(s.rdev & 0xffffffffn);
-    if (!opts.useEpoch) [inode.mtimeSec, inode.mtimeNsec] = splitMtime(s.mtimeNs);
+    if (type === S_IFCHR || type === S_IFBLK) inode.rdev = m.rdev;
+    if (!opts.useEpoch) {
+      inode.mtimeSec = m.mtimeSec;
+      inode.mtimeNsec = m.mtimeNsec;
+    }
     if (opts.xattrs !== "none") readXattrs(path, inode, opts.xattrs, type === S_IFLNK);
     return inode;
   };
 
-  const fillLeaf = (path: Buffer, s: fs.BigIntStats, inode: Inode): void => {
+  const fillLeaf = (path: Buffer, inode: Inode): void => {
     const type = inode.type;
     if (type === S_IFLNK) {
       let target: Buffer;
@@ -182,20 +274,21 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       inode.payload = target;
       inode.size = BigInt(target.length);
     } else if (type === S_IFREG) {
-      inode.size = s.size;
-      if (s.size === 0n) return;
-      if (s.size <= BigInt(opts.inlineMax)) {
-        inode.content = readSmallFile(path, Number(s.size));
+      const size = m.size;
+      inode.size = BigInt(size);
+      if (size === 0) return;
+      if (size > Number.MAX_SAFE_INTEGER) throw new CfsError(`${show(path)}: file too large`);
+      if (size <= opts.inlineMax) {
+        inode.content = readSmallFile(path, size);
         return;
       }
-      if (s.size > BigInt(Number.MAX_SAFE_INTEGER)) throw new CfsError(`${show(path)}: file too large`);
-      jobs.push({ inode });
-      // The path goes to the worker only: nothing keeps 100k paths alive.
-      pool.add({ id: jobs.length - 1, path, size: Number(s.size), ino: s.ino.toString(), mtimeNs: s.mtimeNs.toString() });
+      // The path goes to a worker only: nothing keeps 100k paths alive.
+      files.push(inode);
+      pool.addFile(path, size, m.ino, m.mtimeMs);
     }
   };
 
-  const root = makeInode(rootPath, st);
+  const root = makeInode(rootPath);
   const walkDir = async (dirPath: Buffer, dirInode: Inode): Promise<void> => {
     let names: Buffer[];
     try {
@@ -204,48 +297,48 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       throw describeSystemError(e, show(dirPath));
     }
     names.sort(Buffer.compare);
+    // `/` itself ends with the separator: no `//dev` in messages.
+    const prefix = dirPath[dirPath.length - 1] === 0x2f ? dirPath : Buffer.concat([dirPath, SLASH]);
     for (const name of names) {
-      // `/` itself ends with the separator: no `//dev` in messages.
-      const path = dirPath[dirPath.length - 1] === 0x2f ? Buffer.concat([dirPath, name]) : Buffer.concat([dirPath, SLASH, name]);
-      let s: fs.BigIntStats;
+      const path = Buffer.concat([prefix, name]);
       try {
-        s = fs.lstatSync(path, { bigint: true });
+        lstatMeta(m, path, wholeSeconds);
       } catch (e) {
         throw describeSystemError(e, show(path));
       }
-      if (s.dev !== rootDev) {
+      if (m.dev !== rootDev) {
         throw new CfsError(`${show(path)}: a mount point (another filesystem); cfsctl never crosses mount points`);
       }
-      const mode = Number(s.mode);
-      const type = mode & S_IFMT;
+      const type = m.mode & S_IFMT;
       if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) continue;
       if (++entries % 512 === 0) {
         opts.onProgress?.(entries);
-        await new Promise((r) => setImmediate(r)); // let idle hash workers take more work
+        await new Promise((r) => setImmediate(r)); // let finished hash batches in
       }
-      if (opts.hardlinks && type !== S_IFDIR && s.nlink > 1n) {
-        const key = `${s.dev}:${s.ino}`;
+      if (opts.hardlinks && type !== S_IFDIR && m.nlink > 1) {
+        // From a plain lstat, dev and ino are below 2^53: exact.
+        const key = m.key === "" ? `${m.dev}:${m.ino}` : m.key;
         const seen = links.get(key);
         if (seen) {
           seen.nlink++;
           dirInode.addEntry(name, seen, true);
           continue;
         }
-        const inode = makeInode(path, s);
-        fillLeaf(path, s, inode);
+        const inode = makeInode(path);
+        fillLeaf(path, inode);
         links.set(key, inode);
         dirInode.addEntry(name, inode, false);
         continue;
       }
-      const inode = makeInode(path, s);
+      const inode = makeInode(path);
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
-        inode.size = s.size;
+        inode.size = BigInt(m.size);
         // Recurse right here: hardlink primaries are the first path in
         // depth-first, name-sorted order (as composefs-rs and composefs-info).
         await walkDir(path, inode);
       } else {
-        fillLeaf(path, s, inode);
+        fillLeaf(path, inode);
       }
     }
   };
@@ -256,24 +349,17 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     await pool.abort();
     throw e;
   }
-  const results = await pool.finish();
-  const failed = jobs.findIndex((_, i) => {
-    const r = results.get(i);
-    return !r || "error" in r;
-  });
-  if (failed >= 0) {
+  await pool.finish();
+  if (failedId >= 0) {
     // Nothing of a failed scan stays in a store.
-    for (const r of results.values()) if ("tmp" in r && r.tmp) fs.rmSync(r.tmp, { force: true });
-    const r = results.get(failed);
-    throw new CfsError(`${r && "path" in r ? r.path : "a file"}: ${r && "error" in r ? r.error : "not hashed"}`);
+    if (tmps) for (const t of tmps as (string | null | undefined)[]) if (t) fs.rmSync(t, { force: true });
+    throw new CfsError(failure);
   }
-  for (let i = 0; i < jobs.length; i++) {
-    const r = results.get(i) as { digest: Buffer; tmp?: string };
-    const j = jobs[i]!;
-    j.inode.digest = Buffer.from(r.digest);
-    if (r.tmp) j.tmp = r.tmp;
-    j.inode.payload = Buffer.from(digestToObjectPath(r.digest));
+  const external: ExternalFile[] = new Array(files.length);
+  for (let i = 0; i < files.length; i++) {
+    const tmp = tmps?.[i];
+    external[i] = tmp ? { inode: files[i]!, tmp } : { inode: files[i]! };
   }
   opts.onProgress?.(entries);
-  return { root, external: jobs, entries };
+  return { root, external, entries };
 }
