@@ -98,7 +98,9 @@ function smallBigInt(n: number): bigint {
 
 /** The low 32 bits of a strtoull result. */
 function low32(n: number): number {
-  return n === NOT_SMALL ? Number(bigValue & 0xffffffffn) : n % 4294967296;
+  // ToUint32 is the value modulo 2^32, and keeps small values small integers
+  // (a `%` result is a double, which would box every field it is stored in).
+  return n === NOT_SMALL ? Number(bigValue & 0xffffffffn) >>> 0 : n >>> 0;
 }
 
 interface HardlinkFixup {
@@ -405,6 +407,8 @@ export class DumpfileParser {
       p = sp + 1;
       if (sp === end) break;
     }
+    // Pushing grew the list to 17 slots: keep an exact copy.
+    if (inode.xattrs.length > 0) inode.xattrs = inode.xattrs.slice();
   }
 
   /**

@@ -105,6 +105,9 @@ export const XATTR_USER_OPAQUE = "user.overlay.opaque";
 export const FSVERITY_HASH_SHA256 = 1;
 export const FSVERITY_HASH_SHA512 = 2;
 
+const TWO_32 = 4294967296;
+const SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 export function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
@@ -112,9 +115,23 @@ export function roundUp(n: number, to: number): number {
 /** EROFS chunking of an external file (erofs_compute_chunking). */
 export function chunking(size: bigint): { chunkBits: number; chunkCount: number } {
   // chunkbits = ilog2(size - 1) + 1, at least the block size, at most 12 + 31.
+  if (size >= 0n && size <= SAFE_BIG) {
+    // Plain numbers: exact below 2^53, and no BigInt garbage per file.
+    const n = Number(size);
+    let chunkBits: number;
+    if (n <= 1) chunkBits = 1;
+    else {
+      const m = n - 1;
+      const hi = Math.floor(m / TWO_32);
+      chunkBits = hi > 0 ? 64 - Math.clz32(hi) : 32 - Math.clz32(m);
+    }
+    if (chunkBits < BLOCK_BITS) chunkBits = BLOCK_BITS;
+    if (chunkBits - BLOCK_BITS > CHUNK_FORMAT_BLKBITS_MASK) chunkBits = CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS;
+    const count = Math.ceil(n / 2 ** chunkBits);
+    return { chunkBits, chunkCount: count > 0xffffffff ? 0xffffffff : count };
+  }
   let chunkBits: number;
   if (size <= 1n) chunkBits = 1;
-  else if (size <= 0x100000000n) chunkBits = 32 - Math.clz32(Number(size - 1n));
   else chunkBits = (size - 1n).toString(2).length;
   if (chunkBits < BLOCK_BITS) chunkBits = BLOCK_BITS;
   if (chunkBits - BLOCK_BITS > CHUNK_FORMAT_BLKBITS_MASK) chunkBits = CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS;
@@ -224,8 +241,6 @@ function put32(buf: Uint8Array, off: number, v: number): void {
   buf[off + 3] = v >>> 24;
 }
 
-const TWO_32 = 4294967296;
-const SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A 64-bit two's complement value, little-endian (no BigInt arithmetic below 2^53). */
 function put64(buf: Buffer, off: number, v: bigint): void {

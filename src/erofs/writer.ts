@@ -293,6 +293,8 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
       copyInto(r, 1, p);
       setX(n, K_REDIRECT, r);
     }
+    // Pushing grew the list to 17 slots: keep an exact copy (one per external file).
+    if (n.xattrs !== n.src.xattrs) n.xattrs = n.xattrs.slice();
   }
   if (isWhiteout(n.src)) {
     const parent = n.parent!;
@@ -639,6 +641,7 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   const pairs = new PairTable();
   for (const n of nodes) {
     const xs = n.xattrs;
+    if (xs.length === 0) continue;
     n.pairs = new Array<XattrPair>(xs.length);
     for (let i = 0; i < xs.length; i++) {
       const e = pairs.get(xs[i]!);
