@@ -7,7 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseDumpfile } from "../src/dumpfile/parse.js";
-import { imageDigest, writeImage } from "../src/erofs/writer.js";
+import { writeImage } from "../src/erofs/writer.js";
+import { imageDigest } from "../src/erofs/image-digest.js";
 import { ASSETS, NOT_STRICT, assetDump, assetNames, assetVersion, cfsctl, fsckErofs, readText, tmpdir } from "./helpers.js";
 
 const work = tmpdir();

@@ -16,7 +16,6 @@
  * The input tree is not modified.
  */
 import { CfsError } from "../util/errors.js";
-import { FsVerityHasher } from "../fsverity/digest.js";
 import {
   compareBytes,
   EXTERNAL_XATTR_BUDGET,
@@ -849,9 +848,4 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, nextBlock: number
     }
   }
   return nextBlock;
-}
-
-/** fs-verity digest of a written image: what `--print-digest` prints. */
-export function imageDigest(image: Buffer): Buffer {
-  return new FsVerityHasher("sha256").update(image).digest();
 }

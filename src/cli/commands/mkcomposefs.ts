@@ -5,11 +5,10 @@
 import type { Command } from "commander";
 import { CfsError } from "../../util/errors.js";
 import { parseDumpfile } from "../../dumpfile/parse.js";
-import { imageDigest, writeImage } from "../../erofs/writer.js";
+import { writeImage } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
 import { readInput, writeFileAtomic, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
-import { scanForMkcomposefs } from "../../scan/mkcomposefs-scan.js";
 
 interface Opts {
   fromFile?: boolean;
@@ -76,6 +75,8 @@ export function registerMkcomposefs(program: Command): void {
         root = parseDumpfile(data, { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source });
       } else {
         if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
+        // Loaded only here: the scanner brings the xattr addon and the hashing workers.
+        const { scanForMkcomposefs } = await import("../../scan/mkcomposefs-scan.js");
         root = await scanForMkcomposefs(source, {
           useEpoch: !!o.useEpoch,
           skipDevices: !!o.skipDevices,
@@ -87,6 +88,9 @@ export function registerMkcomposefs(program: Command): void {
       }
       const { image: bytes } = writeImage(root, { minVersion, maxVersion });
       if (!o.printDigestOnly) writeFileAtomic(image!, bytes);
-      if (o.printDigest || o.printDigestOnly) writeStdout(imageDigest(bytes).toString("hex") + "\n");
+      if (o.printDigest || o.printDigestOnly) {
+        const { imageDigest } = await import("../../erofs/image-digest.js");
+        writeStdout(imageDigest(bytes).toString("hex") + "\n");
+      }
     });
 }
