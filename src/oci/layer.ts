@@ -209,6 +209,7 @@ export class LayerReader {
   private async storeContent(content: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
     const tmp = path.join(this.store.dir, this.store.tmpName());
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+    fs.fchmodSync(fd, 0o644); // whatever the umask: objects are world-readable
     const h = new FsVerityHasher(this.store.algorithm);
     let written = 0;
     try {

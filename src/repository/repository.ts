@@ -172,6 +172,8 @@ export function validateStreamId(id: string): void {
 }
 
 export class Repository {
+  /** Set once enabling fs-verity failed as unsupported: later objects skip the attempt. */
+  private verityKnownUnsupported = false;
   readonly path: string;
   readonly algorithm: VerityAlgorithm;
   /** false: an old repository without meta.json (algorithm inferred). */
@@ -416,6 +418,38 @@ export class Repository {
         this.finishObject(fd, final);
       } finally {
         fs.closeSync(fd);
+      }
+      return this.linkObject(tmp, final);
+    } catch (e) {
+      throw describeSystemError(e, `store object ${this.objectName(hex)}`);
+    } finally {
+      unlinkQuiet(tmp);
+    }
+  }
+
+  /**
+   * Like adoptObject, for a file already made durable by a syncfs of the
+   * repository's filesystem (many objects at once): no fsync of its own.
+   * The file must already have mode 0644.
+   */
+  adoptSyncedObject(tmp: string, digest: string | Uint8Array): "stored" | "present" {
+    const hex = this.digestHex(digest);
+    const final = this.objectPath(hex);
+    try {
+      if (lstatOrNull(final)) return "present";
+      this.mkdirObjects(path.dirname(final));
+      if (!this.verityKnownUnsupported) {
+        const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
+        try {
+          if (enableVerity(fd) === "unsupported") {
+            if (this.requireVerity) throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
+            if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
+            verityWarned = true;
+            this.verityKnownUnsupported = true;
+          }
+        } finally {
+          fs.closeSync(fd);
+        }
       }
       return this.linkObject(tmp, final);
     } catch (e) {

@@ -37,6 +37,8 @@ const DIGEST_SIZE: Record<VerityAlgorithm, number> = { sha256: 32, sha512: 64 };
 
 /** Inline bytes are flushed as one chunk at this size (bounded memory). */
 const INLINE_FLUSH = 1 << 20;
+/** Compressor input is written in pieces of about this size. */
+const OUT_BATCH = 256 << 10;
 
 function i64(n: number): Buffer {
   const b = Buffer.alloc(8);
@@ -105,7 +107,23 @@ export class SplitStreamWriter {
       this.objectIndex.set(key, idx);
     }
     this.total += size;
-    await this.zstd.write(i64(idx));
+    await this.emit(i64(idx));
+  }
+
+  /** Bytes for the compressor, handed over in large pieces (one pipe write each). */
+  private out: Buffer[] = [];
+  private outSize = 0;
+  private async emit(b: Buffer): Promise<void> {
+    this.out.push(b);
+    this.outSize += b.length;
+    if (this.outSize >= OUT_BATCH) await this.drainOut();
+  }
+  private async drainOut(): Promise<void> {
+    if (this.outSize === 0) return;
+    const data = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out);
+    this.out = [];
+    this.outSize = 0;
+    await this.zstd.write(data);
   }
 
   /** A named reference to another split stream (keeps it alive for gc). */
@@ -123,13 +141,14 @@ export class SplitStreamWriter {
     const data = this.inline.length === 1 ? this.inline[0]! : Buffer.concat(this.inline);
     this.inline = [];
     this.inlineSize = 0;
-    await this.zstd.write(i64(-data.length));
-    await this.zstd.write(data);
+    await this.emit(i64(-data.length));
+    await this.emit(data);
   }
 
   /** The complete split stream as a temporary file, and its fs-verity digest. */
   async finish(): Promise<{ tmp: string; digest: Buffer }> {
     await this.flush();
+    await this.drainOut();
     await this.zstd.finish();
     fs.closeSync(this.streamFd);
     this.closed = true;
@@ -170,6 +189,7 @@ export class SplitStreamWriter {
     const tmp = path.join(this.dir, this.tmpName());
     const h = new FsVerityHasher(this.algorithm);
     const out = fs.openSync(tmp, "wx", 0o644);
+    fs.fchmodSync(out, 0o644); // whatever the umask: objects are world-readable
     try {
       writeAll(out, head);
       h.update(head);

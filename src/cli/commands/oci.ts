@@ -132,9 +132,9 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
   // Everything verified: name objects, then streams, then the image.
   try {
     syncFilesystem(repo.path);
-    for (const p of reader.pending.values()) repo.adoptObject(p.tmp, p.digest);
+    for (const p of reader.pending.values()) repo.adoptSyncedObject(p.tmp, p.digest);
     reader.pending.clear();
-    for (const s of staged) if (s.tmp) repo.adoptObject(s.tmp, s.digest);
+    for (const s of staged) if (s.tmp) repo.adoptSyncedObject(s.tmp, s.digest);
   } finally {
     reader.discard();
     for (const s of staged) if (s.tmp) fs.rmSync(s.tmp, { force: true });
