@@ -36,7 +36,9 @@ interface Job {
 /** Same file, same size, same mtime as the walk's lstat (plain fs.Stats on both sides: same rounding). */
 function unchanged(fd: number, job: Job, total: number): boolean {
   const st = fs.fstatSync(fd);
-  return total === job.size && st.size === job.size && st.ino === job.ino && st.mtimeMs === job.mtimeMs;
+  // Beyond 2^53 an inode number is rounded: the same on both sides, but allow for it.
+  const ino = st.ino === job.ino || (job.ino > Number.MAX_SAFE_INTEGER && Math.abs(st.ino - job.ino) <= job.ino * 2 ** -52);
+  return total === job.size && st.size === job.size && ino && st.mtimeMs === job.mtimeMs;
 }
 
 class Failure {

@@ -7,12 +7,17 @@
  * Xattrs are read through an O_PATH|O_NOFOLLOW descriptor's /proc/self/fd/N
  * path, as upstream read_xattrs does: a symlink's own xattrs, never its
  * target's, and an ASCII path whatever bytes the real name has.
+ *
+ * Names are read as latin1 strings (one byte a character: sorted as strings
+ * they are in byte order) and become Buffers from the shared allocation
+ * pool; paths are built in one scratch buffer. A directory of 50k entries
+ * thus costs no ArrayBuffer per name and no Buffer per path.
  */
 import fs from "node:fs";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
-import { HashPool, mtimeMsOf } from "./hash-pool.js";
+import { HashPool } from "./hash-pool.js";
 import { loadXattrAddon } from "../util/native.js";
 
 /** Where the addon cannot load, reading an xattr fails with one line saying what to install. */
@@ -30,11 +35,7 @@ export interface WalkOptions {
   /** Files of 1..inlineMax bytes are stored inline. */
   inlineMax: number;
   algorithm: VerityAlgorithm;
-  /**
-   * Only whole-second mtimes are needed (the container rules drop the
-   * nanoseconds): entries are read with a plain lstat, cheaper than a bigint
-   * one, which is used only where a double is not exact enough.
-   */
+  /** Only whole-second mtimes are needed (the container rules drop the nanoseconds). */
   wholeSeconds?: boolean;
   threads?: number;
   /** An objects/ directory to copy missing objects into (temporary names; see hash-worker.ts). */
@@ -55,27 +56,13 @@ export interface WalkResult {
   entries: number;
 }
 
-const SLASH = Buffer.from("/");
 const NS_PER_SEC = 1_000_000_000n;
 
 function show(p: Buffer): string {
   return p.toString("utf8");
 }
 
-function splitMtime(ns: bigint): [bigint, number] {
-  let sec = ns / NS_PER_SEC;
-  let rem = ns % NS_PER_SEC;
-  if (rem < 0n) {
-    sec -= 1n;
-    rem += NS_PER_SEC;
-  }
-  return [sec, Number(rem)];
-}
-
-function isAscii(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i]! >= 0x80) return false;
-  return true;
-}
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * All xattrs of one entry. fs-xattr's calls follow symlinks and take string
@@ -83,9 +70,9 @@ function isAscii(b: Buffer): boolean {
  * O_PATH|O_NOFOLLOW descriptor's /proc/self/fd/N path; anything else by its
  * own path (one call instead of three, where most entries have none).
  */
-function readXattrs(path: Buffer, inode: Inode, mode: "all" | "user", isSymlink: boolean): void {
-  if (!isSymlink && isAscii(path)) {
-    readXattrsAt(path.toString("latin1"), path, inode, mode);
+function readXattrs(path: Buffer, ascii: string | null, inode: Inode, mode: "all" | "user", isSymlink: boolean): void {
+  if (!isSymlink && ascii !== null) {
+    readXattrsAt(ascii, path, inode, mode);
     return;
   }
   let fd: number;
@@ -151,68 +138,55 @@ interface Meta {
   rdev: number;
   nlink: number;
   size: number;
-  dev: number;
+  dev: bigint;
+  /** st_ino as a double (as a plain fs.Stats has it, for the workers' check) and exact. */
   ino: number;
-  /** `dev:ino` from a bigint lstat; "" from a plain one (then both are below 2^53). */
-  key: string;
+  inoBig: bigint;
   mtimeSec: bigint;
   mtimeNsec: number;
   /** st_mtime in ms as a plain fs.Stats has it (what the hash workers compare). */
   mtimeMs: number;
 }
 
-const LARGE = 2 ** 53;
+let lastSec = -1n;
 
-function fromBigint(m: Meta, s: fs.BigIntStats): void {
+/**
+ * One bigint lstat (a plain one has st_mtime as a double of milliseconds,
+ * which cannot tell a whole second from one 100 ns short of the next, and
+ * dpkg-installed trees are all whole seconds: measured, a plain lstat plus a
+ * bigint one where needed cost more than the bigint one alone).
+ */
+function lstatMeta(m: Meta, path: Buffer, wholeSeconds: boolean): void {
+  const s = fs.lstatSync(path, { bigint: true });
   m.mode = Number(s.mode);
   m.uid = Number(s.uid);
   m.gid = Number(s.gid);
   m.rdev = Number(s.rdev & 0xffffffffn);
   m.nlink = Number(s.nlink);
   m.size = Number(s.size); // beyond 2^53: refused as too large (fillLeaf)
-  m.dev = Number(s.dev);
+  m.dev = s.dev;
   m.ino = Number(s.ino);
-  m.key = `${s.dev}:${s.ino}`;
-  [m.mtimeSec, m.mtimeNsec] = splitMtime(s.mtimeNs);
-  m.mtimeMs = mtimeMsOf(s.mtimeNs);
-}
-
-/**
- * Plain fs.Stats are exact but for st_mtime (a double of milliseconds) and,
- * beyond 2^53, st_ino. The second is exact when the fraction of a second is
- * well away from 0 and 1000 ms (the double is within 0.001 ms of the truth);
- * elsewhere, and for nanoseconds, a bigint lstat decides.
- */
-function lstatMeta(m: Meta, path: Buffer, wholeSeconds: boolean): void {
-  if (wholeSeconds) {
-    const s = fs.lstatSync(path);
-    const ms = s.mtimeMs;
-    const sec = Math.floor(ms / 1000);
-    const frac = ms - sec * 1000;
-    if (frac >= 0.01 && frac <= 999.99 && Math.abs(ms) < 1e13 && s.ino < LARGE && s.size < LARGE && s.dev < LARGE) {
-      m.mode = s.mode;
-      m.uid = s.uid;
-      m.gid = s.gid;
-      m.rdev = s.rdev % 4294967296;
-      m.nlink = s.nlink;
-      m.size = s.size;
-      m.dev = s.dev;
-      m.ino = s.ino;
-      m.key = "";
-      m.mtimeSec = BigInt(sec);
-      m.mtimeNsec = 0;
-      m.mtimeMs = ms;
-      return;
-    }
+  m.inoBig = s.ino;
+  const ns = s.mtimeNs;
+  let sec = ns / NS_PER_SEC;
+  let rem = ns % NS_PER_SEC;
+  if (rem < 0n) {
+    sec -= 1n;
+    rem += NS_PER_SEC;
   }
-  fromBigint(m, fs.lstatSync(path, { bigint: true }));
-  if (wholeSeconds) m.mtimeNsec = 0;
+  // Files share their second: one BigInt kept for a run of them.
+  if (sec === lastSec) sec = lastSec;
+  else lastSec = sec;
+  m.mtimeSec = sec;
+  m.mtimeNsec = wholeSeconds ? 0 : Number(rem);
+  // st_mtime in ms exactly as node computes fs.Stats#mtimeMs (what the workers compare).
+  m.mtimeMs = Number(sec) * 1e3 + Number(rem) / 1e6;
 }
 
 export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> {
   const rootPath = Buffer.from(dir);
   const wholeSeconds = opts.wholeSeconds === true && opts.useEpoch === false;
-  const m: Meta = { mode: 0, uid: 0, gid: 0, rdev: 0, nlink: 0, size: 0, dev: 0, ino: 0, key: "", mtimeSec: 0n, mtimeNsec: 0, mtimeMs: 0 };
+  const m: Meta = { mode: 0, uid: 0, gid: 0, rdev: 0, nlink: 0, size: 0, dev: 0n, ino: 0, inoBig: 0n, mtimeSec: 0n, mtimeNsec: 0, mtimeMs: 0 };
   try {
     lstatMeta(m, rootPath, wholeSeconds);
   } catch (e) {
@@ -246,7 +220,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   const links = new Map<string, Inode>();
   let entries = 0;
 
-  const makeInode = (path: Buffer): Inode => {
+  const makeInode = (path: Buffer, ascii: string | null): Inode => {
     const mode = m.mode;
     const inode = new Inode(mode);
     inode.uid = m.uid;
@@ -257,7 +231,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       inode.mtimeSec = m.mtimeSec;
       inode.mtimeNsec = m.mtimeNsec;
     }
-    if (opts.xattrs !== "none") readXattrs(path, inode, opts.xattrs, type === S_IFLNK);
+    if (opts.xattrs !== "none") readXattrs(path, ascii, inode, opts.xattrs, type === S_IFLNK);
     return inode;
   };
 
@@ -288,19 +262,38 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     }
   };
 
-  const root = makeInode(rootPath);
-  const walkDir = async (dirPath: Buffer, dirInode: Inode): Promise<void> => {
-    let names: Buffer[];
+  const rootAscii = NON_ASCII.test(rootPath.toString("latin1")) ? null : rootPath.toString("latin1");
+  const root = makeInode(rootPath, rootAscii);
+  // scratch[0, len) is the path of the entry at hand; a directory's own
+  // path stays in place below its entries' names while they are walked.
+  let scratch = Buffer.allocUnsafe(Math.max(8192, 2 * rootPath.length));
+  rootPath.copy(scratch);
+  const walkDir = async (dirLen: number, dirAscii: string | null, dirInode: Inode): Promise<void> => {
+    let names: string[];
     try {
-      names = fs.readdirSync(dirPath, { encoding: "buffer" });
+      names = fs.readdirSync(scratch.subarray(0, dirLen), { encoding: "latin1" });
     } catch (e) {
-      throw describeSystemError(e, show(dirPath));
+      throw describeSystemError(e, show(scratch.subarray(0, dirLen)));
     }
-    names.sort(Buffer.compare);
+    names.sort();
     // `/` itself ends with the separator: no `//dev` in messages.
-    const prefix = dirPath[dirPath.length - 1] === 0x2f ? dirPath : Buffer.concat([dirPath, SLASH]);
-    for (const name of names) {
-      const path = Buffer.concat([prefix, name]);
+    let pre = dirLen;
+    let preAscii = dirAscii;
+    if (scratch[dirLen - 1] !== 0x2f) {
+      scratch[pre++] = 0x2f;
+      if (preAscii !== null) preAscii += "/";
+    }
+    for (const str of names) {
+      const name = Buffer.from(str, "latin1");
+      const len = pre + name.length;
+      if (len > scratch.length) {
+        const grown = Buffer.allocUnsafe(2 * len);
+        scratch.copy(grown, 0, 0, pre);
+        scratch = grown;
+      }
+      name.copy(scratch, pre);
+      const path = scratch.subarray(0, len);
+      const ascii = preAscii === null || NON_ASCII.test(str) ? null : preAscii + str;
       try {
         lstatMeta(m, path, wholeSeconds);
       } catch (e) {
@@ -316,27 +309,26 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         await new Promise((r) => setImmediate(r)); // let finished hash batches in
       }
       if (opts.hardlinks && type !== S_IFDIR && m.nlink > 1) {
-        // From a plain lstat, dev and ino are below 2^53: exact.
-        const key = m.key === "" ? `${m.dev}:${m.ino}` : m.key;
+        const key = `${m.dev}:${m.inoBig}`;
         const seen = links.get(key);
         if (seen) {
           seen.nlink++;
           dirInode.addEntry(name, seen, true);
           continue;
         }
-        const inode = makeInode(path);
+        const inode = makeInode(path, ascii);
         fillLeaf(path, inode);
         links.set(key, inode);
         dirInode.addEntry(name, inode, false);
         continue;
       }
-      const inode = makeInode(path);
+      const inode = makeInode(path, ascii);
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
         inode.size = BigInt(m.size);
         // Recurse right here: hardlink primaries are the first path in
         // depth-first, name-sorted order (as composefs-rs and composefs-info).
-        await walkDir(path, inode);
+        await walkDir(len, ascii, inode);
       } else {
         fillLeaf(path, inode);
       }
@@ -344,7 +336,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   };
 
   try {
-    await walkDir(rootPath, root);
+    await walkDir(rootPath.length, rootAscii, root);
   } catch (e) {
     await pool.abort();
     throw e;
