@@ -142,12 +142,15 @@ class WNode {
   tail = 0;
   compact = false;
   xattrSize = 0;
-  pad = 0;
   offset = 0;
   /** Dirent groups: [start, end) indexes of each block, the inline tail last. */
   groups: Array<[number, number]> = NO_GROUPS;
   chunkBits = 0;
   chunkCount = 0;
+  /** mode & S_IFMT. */
+  type: number;
+  /** A regular file whose data is elsewhere (chunk-based, with metacopy). */
+  external: boolean;
 
   constructor(
     readonly src: Inode,
@@ -159,16 +162,17 @@ class WNode {
     // Copied on first change (most inodes keep their xattrs as they are).
     this.xattrs = src.xattrs;
     this.budget = src.xattrBudgetUsed;
+    this.type = src.mode & S_IFMT;
+    this.external = this.type === S_IFREG && this.size > 0n && src.content === null;
+    if (this.external) {
+      const c = chunking(this.size);
+      this.chunkBits = c.chunkBits;
+      this.chunkCount = c.chunkCount;
+    }
   }
 
-  get type(): number {
-    return this.mode & S_IFMT;
-  }
   get nid(): number {
     return this.offset / SLOT_SIZE;
-  }
-  isExternal(): boolean {
-    return this.type === S_IFREG && this.size > 0n && this.src.content === null;
   }
 }
 
@@ -260,7 +264,7 @@ function chooseVersion(root: Inode, minVersion: number, maxVersion: number): num
 /** add_overlayfs_xattrs, for one node whose parent was rewritten before it. */
 function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"): void {
   // Validation (lcfs_node_validate): external files must fit 1024 chunks.
-  if (n.isExternal() && chunking(n.size).chunkCount > MAX_NONINLINE_CHUNKS) {
+  if (n.external && n.chunkCount > MAX_NONINLINE_CHUNKS) {
     throw new CfsError("cannot write file: File too large");
   }
   // Escape trusted.overlay.* in place; upstream does not update the budget.
@@ -272,7 +276,7 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
       xs[i] = { key: Buffer.concat([OVERLAY_ESCAPED_PREFIX_B, x.key.subarray(plen)]), value: x.value };
     }
   }
-  if (n.isExternal()) {
+  if (n.external) {
     let value = EMPTY;
     const d = n.src.digest;
     if (d) {
@@ -299,6 +303,7 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
     const parent = n.parent!;
     n.size = 0n;
     n.mode = S_IFREG | (n.mode & ~S_IFMT);
+    n.type = S_IFREG;
     setX(n, K_ESC_WHITEOUT, EMPTY);
     setX(n, K_USER_WHITEOUT, EMPTY);
     setX(parent, K_ESC_WHITEOUTS, EMPTY);
@@ -563,11 +568,8 @@ function dataShape(n: WNode): void {
         n.tail = 0;
       }
     } else {
-      const c = chunking(n.size);
-      n.chunkBits = c.chunkBits;
-      n.chunkCount = c.chunkCount;
       n.nBlocks = 0;
-      n.tail = 4 * c.chunkCount;
+      n.tail = 4 * n.chunkCount;
     }
   } else {
     n.nBlocks = 0;
@@ -684,7 +686,6 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
     }
     const aligned = roundUp(pos, SLOT_SIZE);
     const extra = tailPadding(n, aligned, isize, n.xattrSize);
-    n.pad = aligned - pos + extra;
     n.offset = aligned + extra;
     nDataBlocks += n.nBlocks;
     pos = n.offset + isize + n.xattrSize + n.tail;
@@ -803,7 +804,7 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, nextBlock: number
       u = nextBlock;
       nextBlock += n.nBlocks;
     }
-    if (n.isExternal()) {
+    if (n.external) {
       layout = LAYOUT_CHUNK_BASED;
       // i_u is a union: the chunk format overwrites its low 16 bits.
       u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
