@@ -17,7 +17,11 @@
  *   that `.`, `$`, `\s`, `\w`, POSIX classes, caseless matching etc. mean
  *   what PCRE2 means. What cannot be translated faithfully is refused.
  * - The speed: specs are indexed by their literal prefix (a trie walked along
- *   the key) and by the bytes they require, so a lookup runs few regexes.
+ *   the key) and filtered by the bytes and the plain run they require, so a
+ *   lookup runs few regexes; regexes are compiled when first tried; a tree
+ *   is relabelled directory by directory from what the children of a
+ *   directory share (DirContext). doc/selinux.md says why each shortcut
+ *   gives libselinux's answer.
  */
 import { CfsError } from "../util/errors.js";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, type Inode } from "../model/inode.js";
@@ -1199,13 +1203,11 @@ interface Spec {
   literal: string | null;
   /**
    * The translated pattern, compiled when the spec is first tried
-   * (specRegex): most specs never are. Until then `source` or `node` says
-   * what to compile. Literal specs are looked up by their literal and never
-   * need one.
+   * (specRegex: parsed again, emitted, compiled): most specs never are, and
+   * their syntax trees are not kept. Literal specs are looked up by their
+   * literal and never need one.
    */
   re: RegExp | null;
-  source: string | null;
-  node: Node | null;
   /** requiredChars() of the pattern. */
   reqLo: number;
   reqHi: number;
@@ -1223,18 +1225,25 @@ interface Sub {
 /** libselinux's spec_hasMetaChars. */
 function hasMetaChars(re: string): boolean {
   for (let i = 0; i < re.length; i++) {
-    const c = re[i]!;
-    if (".^$?*+|[({".includes(c)) return true;
-    if (c === "\\") i++;
+    const c = re.charCodeAt(i);
+    if (c < 0x80 && META[c] === 1) return true;
+    if (c === 0x5c /* \\ */) i++;
   }
   return false;
 }
+
+/** 1 for libselinux's meta characters . ^ $ ? * + | [ ( { */
+const META = new Uint8Array(128);
+for (const c of ".^$?*+|[({") META[c.charCodeAt(0)] = 1;
 
 /** libselinux's get_stem_from_spec: the first path component ("/usr" of "/usr/lib/x.*"), if it has no meta characters. */
 function stemOfSpec(re: string): string | null {
   const i = re.indexOf("/", 1);
   if (i < 0) return null;
-  for (let j = 0; j < i; j++) if (".^$?*+|[({".includes(re[j]!)) return null;
+  for (let j = 0; j < i; j++) {
+    const c = re.charCodeAt(j);
+    if (c < 0x80 && META[c] === 1) return null;
+  }
   return re.slice(0, i);
 }
 
@@ -1261,7 +1270,54 @@ function charMask(str: string, m: { lo: number; hi: number }): void {
 const SPACES = /[\t\n\v\f\r ]+/;
 const NON_ASCII = /[\x80-\xff]/;
 
-function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
+/**
+ * 1 for the chars the parser reads as one single-byte set whatever comes
+ * before them (outside \\Q, without (?x) or (?i)): all but \\ | ) * + ? { ^ $ . [ (
+ */
+const PLAIN = new Uint8Array(128);
+for (let c = 0x21; c < 0x7f; c++) if (!"\\|)*+?{^$.[(".includes(String.fromCharCode(c))) PLAIN[c] = 1;
+
+/**
+ * parsePcre("^" + regexStr + "$", 1), with the work shared between patterns
+ * that differ only in a plain head: regexStr = head + rest, head made of
+ * PLAIN chars, rest starting with "(" (not "(?#"), "." or "[". The parser
+ * reads the head as one set node per char and leaves its state as at the
+ * start (no flags, captures, names or \\Q), and the rest's first item
+ * does not look back at what precedes it (only a quantifier or a comment
+ * followed by one would). So the tree is the start assertion, the head's
+ * sets, then the items of "^" + rest + "$" after its start assertion, when
+ * that parses as a sequence (no top-level "|"). `rests` keeps those parses;
+ * anything else, errors included, is parsed whole.
+ */
+export function parseSpecPattern(regexStr: string, rests: Map<string, { node: Node; atomic: boolean } | null>): { node: Node; atomic: boolean } {
+  let h = 0;
+  while (h < regexStr.length && regexStr.charCodeAt(h) < 0x80 && PLAIN[regexStr.charCodeAt(h)] === 1) h++;
+  const r0 = regexStr.charCodeAt(h);
+  if (h > 0 && (r0 === 0x2e || r0 === 0x5b || (r0 === 0x28 && !regexStr.startsWith("(?#", h)))) {
+    const rest = regexStr.slice(h);
+    let iso = rests.get(rest);
+    if (iso === undefined) {
+      try {
+        iso = parsePcre("^" + rest + "$", 1);
+        const n = iso.node;
+        if (n.t !== "seq" || n.items[0]!.t !== "assert" || n.items[0]!.kind !== "start") iso = null;
+      } catch {
+        iso = null;
+      }
+      rests.set(rest, iso);
+    }
+    if (iso !== null) {
+      const items = (iso.node as { items: Node[] }).items;
+      const out: Node[] = [items[0]!];
+      for (let i = 0; i < h; i++) out.push(CHAR_NODES[regexStr.charCodeAt(i)]!);
+      for (let i = 1; i < items.length; i++) out.push(items[i]!);
+      return { node: { t: "seq", items: out }, atomic: iso.atomic };
+    }
+  }
+  return parsePcre("^" + regexStr + "$", 1); // offsets in messages: in regexStr
+}
+
+function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<string, { node: Node; atomic: boolean } | null>): void {
   const text = data.toString("latin1");
   const lines = text.split("\n");
   if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
@@ -1292,8 +1348,6 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
     const req = { lo: 0, hi: 0 };
     let literal: string | null;
     let prefix: string | null;
-    let node: Node | null = null;
-    let source: string | null = null;
     let re: RegExp | null = null;
     let need: string | null = null;
     if (!hasMeta && !regexStr.includes("\\") && !regexStr.includes(")")) {
@@ -1306,13 +1360,14 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
       prefix = regexStr;
       charMask(regexStr, req);
     } else {
-      let atomic: boolean;
+      let node: Node;
       try {
-        ({ node, atomic } = parsePcre("^" + regexStr + "$", 1)); // offsets in messages: in regexStr
+        let atomic: boolean;
+        ({ node, atomic } = parseSpecPattern(regexStr, rests));
         // The emitter refuses some atomic groups and possessive quantifiers:
         // emit and compile those now so that the error is reported here.
         // Every other tree emits without error.
-        if (atomic) re = new RegExp((source = new Emitter().emit(node)));
+        if (atomic) re = new RegExp(new Emitter().emit(node));
       } catch (e) {
         if (e instanceof RegexRefused || e instanceof SyntaxError)
           throw new CfsError(`${where}: cannot use regex ${regexStr}: ${e.message}`);
@@ -1322,7 +1377,6 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
       literal = isPureLiteral(node, prefix) ? prefix : null;
       requiredChars(node, req);
       need = requiredRun(node, prefix);
-      if (literal !== null || re !== null) node = null;
     }
     out.push({
       index: -1,
@@ -1335,8 +1389,6 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[]): void {
       prefix,
       literal,
       re,
-      source,
-      node,
       reqLo: req.lo | 0,
       reqHi: req.hi | 0,
       need,
@@ -1356,14 +1408,13 @@ function specValue(s: Spec): Buffer | null {
 function specRegex(s: Spec): RegExp {
   if (s.re !== null) return s.re;
   try {
-    s.re = new RegExp(s.source ?? new Emitter().emit(s.node!));
+    // The same parse as at load, which accepted it.
+    s.re = new RegExp(new Emitter().emit(parsePcre("^" + s.regexStr + "$", 1).node));
   } catch (e) {
     if (e instanceof RegexRefused || e instanceof SyntaxError)
       throw new CfsError(`${s.file}:${s.line}: cannot use regex ${s.regexStr}: ${e.message}`);
     throw e;
   }
-  s.node = null;
-  s.source = null;
   return s.re;
 }
 
@@ -1882,10 +1933,11 @@ export function loadPolicy(readFile: (relPath: string) => Buffer | null): Selinu
     return null;
   }
   const specs: Spec[] = [];
-  parseSpecFile(main, base, specs);
+  const rests = new Map<string, { node: Node; atomic: boolean } | null>();
+  parseSpecFile(main, base, specs, rests);
   for (const suffix of [".homedirs", ".local"]) {
     const d = readFile(base + suffix);
-    if (d !== null) parseSpecFile(d, base + suffix, specs);
+    if (d !== null) parseSpecFile(d, base + suffix, specs, rests);
   }
   const subsData = readFile(base + ".subs");
   const distData = readFile(base + ".subs_dist");
