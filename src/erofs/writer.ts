@@ -180,7 +180,7 @@ interface WDirent {
   name: Buffer;
   target: WNode;
   /** A hardlink entry (or `.`/`..`): not counted in the parent's nlink. */
-  link?: boolean;
+  link: boolean;
 }
 
 /** The node's own xattr list (the Xattr objects stay shared: replace one, never change it). */
@@ -362,25 +362,44 @@ class PairTable {
   private readonly byHash = new Map<number, XattrPair | XattrPair[]>();
   readonly all: XattrPair[] = [];
 
+  /** The last keys seen, by object: an image has few distinct keys, mostly shared objects. */
+  private readonly recentKeys: Buffer[] = [];
+  private readonly recentInfo: KeyInfo[] = [];
+
+  private keyInfo(key: Buffer): KeyInfo {
+    const keys = this.recentKeys;
+    for (let i = 0; i < keys.length; i++) if (keys[i] === key) return this.recentInfo[i]!;
+    let ki = keyInfoByObject.get(key);
+    if (!ki) ki = keyInfoOf(key);
+    if (keys.length >= 8) {
+      keys.pop();
+      this.recentInfo.pop();
+    }
+    keys.unshift(key);
+    this.recentInfo.unshift(ki);
+    return ki;
+  }
+
   get(x: Xattr): XattrPair {
+    const ki = this.keyInfo(x.key);
     // 30 bits: small-integer keys, no boxed number per lookup.
-    const h = hashBytes(x.value, hashBytes(x.key, 0x811c9dc5)) & 0x3fffffff;
+    const h = hashBytes(x.value, ki.hash) & 0x3fffffff;
     const hit = this.byHash.get(h);
     if (hit === undefined) {
-      const e = newPair(x);
+      const e = newPair(x, ki);
       this.byHash.set(h, e);
       this.all.push(e);
       return e;
     }
     if (!Array.isArray(hit)) {
       if (samePair(hit.x, x)) return hit;
-      const e = newPair(x);
+      const e = newPair(x, ki);
       this.byHash.set(h, [hit, e]);
       this.all.push(e);
       return e;
     }
     for (const e of hit) if (samePair(e.x, x)) return e;
-    const e = newPair(x);
+    const e = newPair(x, ki);
     hit.push(e);
     this.all.push(e);
     return e;
@@ -422,14 +441,14 @@ interface KeyInfo {
   index: number;
   suffixStart: number;
   filterBit: number;
+  /** hashBytes of the key, where a pair's hash starts. */
+  hash: number;
 }
 const keyInfo = new Map<string, KeyInfo>();
 /** The same, by key object: keys are mostly shared Buffers (constants, interned by the parser). */
 const keyInfoByObject = new WeakMap<Buffer, KeyInfo>();
 
-function newPair(x: Xattr): XattrPair {
-  let ki = keyInfoByObject.get(x.key);
-  if (!ki) ki = keyInfoOf(x.key);
+function newPair(x: Xattr, ki: KeyInfo): XattrPair {
   return {
     x,
     count: 0,
@@ -450,31 +469,12 @@ function keyInfoOf(key: Buffer): KeyInfo {
       index,
       suffixStart: key.length - suffix.length,
       filterBit: xxh32(suffix, (XATTR_FILTER_SEED + index) >>> 0) & (XATTR_FILTER_BITS - 1),
+      hash: hashBytes(key, 0x811c9dc5),
     };
     if (keyInfo.size < 4096) keyInfo.set(ks, ki);
   }
   keyInfoByObject.set(key, ki);
   return ki;
-}
-
-/**
- * Insert `.` and `..` among sorted entries without comparing every name:
- * a name sorts before "." only if its first byte is below '.', and before
- * ".." only if it also starts with '.' and its second byte is below '.'.
- */
-function placeDots(sorted: WDirent[], self: WNode, parent: WNode): WDirent[] {
-  const n = sorted.length;
-  let i = 0;
-  while (i < n && sorted[i]!.name[0]! < 0x2e) i++;
-  let j = i;
-  while (j < n && sorted[j]!.name[0] === 0x2e && sorted[j]!.name.length > 1 && sorted[j]!.name[1]! < 0x2e) j++;
-  const out = new Array<WDirent>(n + 2);
-  for (let k = 0; k < i; k++) out[k] = sorted[k]!;
-  out[i] = { name: DOT, target: self, link: true };
-  for (let k = i; k < j; k++) out[k + 1] = sorted[k]!;
-  out[j + 1] = { name: DOTDOT, target: parent, link: true };
-  for (let k = j; k < n; k++) out[k + 2] = sorted[k]!;
-  return out;
 }
 
 /** Build, rewrite and order the inodes breadth-first (lcfs_compute_tree). */
@@ -496,20 +496,32 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
       for (const w of ws) extra.add(w.inode);
       ents = [...ents, ...ws.map((w) => ({ ...w, hardlink: false }))].sort((a, b) => Buffer.compare(a.name, b.name));
     }
-    const dirents: WDirent[] = [];
-    for (const e of ents) {
+    // `.` and `..` among the sorted names, without comparing every name: a
+    // name sorts before "." only if its first byte is below '.', and before
+    // ".." only if it also starts with '.' and its second byte is below '.'.
+    const m = ents.length;
+    let dot = 0;
+    while (dot < m && ents[dot]!.name[0]! < 0x2e) dot++;
+    let dotdot = dot;
+    while (dotdot < m && ents[dotdot]!.name[0] === 0x2e && ents[dotdot]!.name.length > 1 && ents[dotdot]!.name[1]! < 0x2e) dotdot++;
+    const dirents = new Array<WDirent>(m + 2);
+    dirents[dot] = { name: DOT, target: n, link: true };
+    dirents[dotdot + 1] = { name: DOTDOT, target: n.parent!, link: true };
+    for (let k = 0; k < m; k++) {
+      const e = ents[k]!;
+      const slot = k < dot ? k : k < dotdot ? k + 1 : k + 2;
       if (e.hardlink) {
         const d: WDirent = { name: e.name, target: n, link: true };
         pending.push({ dirent: d, inode: e.inode });
-        dirents.push(d);
+        dirents[slot] = d;
         continue;
       }
       const child = new WNode(e.inode, n);
       if (extra === null || !extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
       order.push(child);
-      dirents.push({ name: e.name, target: child });
+      dirents[slot] = { name: e.name, target: child, link: false };
     }
-    n.dirents = placeDots(dirents, n, n.parent!);
+    n.dirents = dirents;
   }
   setX(wroot, K_OPAQUE, B("y"));
   // Hardlink entries point at the inode laid out at its primary entry.
