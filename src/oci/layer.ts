@@ -13,12 +13,16 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
-import { CfsError } from "../util/errors.js";
+import { CfsError, describeSystemError } from "../util/errors.js";
 import { zstdDecompress } from "../util/zstd.js";
 import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 
 export const INLINE_MAX = 64;
+/** Contents up to this size are hashed before they are written (and written in the background). */
+const BUFFERED_MAX = 4 << 20;
+/** Bytes of background writes in flight at most. */
+const IN_FLIGHT_BYTES = 64 << 20;
 
 /** Where the split layer goes (a split stream writer in the repository). */
 export interface LayerSink {
@@ -205,12 +209,36 @@ export class LayerReader {
     }
   }
 
-  /** Write contents to a temporary object file while hashing; the digest names it later. */
+  /**
+   * Hash contents and keep them as a temporary object file; the digest
+   * names it later. Contents up to BUFFERED_MAX are hashed first and written
+   * afterwards, in the background (libuv's threads create and write files
+   * while the main thread reads on), and not at all when the object exists;
+   * larger contents are written while they stream by.
+   */
   private async storeContent(content: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+    const h = new FsVerityHasher(this.store.algorithm);
+    if (size <= BUFFERED_MAX) {
+      const parts: Buffer[] = [];
+      let got = 0;
+      for await (const b of content) {
+        h.update(b);
+        parts.push(Buffer.from(b));
+        got += b.length;
+      }
+      if (got !== size) throw new CfsError(`member contents of ${got} bytes, header says ${size}`);
+      const digest = h.digest();
+      const hex = digest.toString("hex");
+      if (!this.pending.has(hex) && !this.store.hasObject(digest)) {
+        const tmp = path.join(this.store.dir, this.store.tmpName());
+        this.pending.set(hex, { digest, tmp });
+        await this.background(tmp, parts, got);
+      }
+      return digest;
+    }
     const tmp = path.join(this.store.dir, this.store.tmpName());
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
     fs.fchmodSync(fd, 0o644); // whatever the umask: objects are world-readable
-    const h = new FsVerityHasher(this.store.algorithm);
     let written = 0;
     try {
       for await (const b of content) {
@@ -233,7 +261,41 @@ export class LayerReader {
     return digest;
   }
 
-  /** Remove every temporary file (after a failure). */
+  private inFlight = new Set<Promise<void>>();
+  private inFlightBytes = 0;
+  private writeError: unknown = null;
+
+  /** Write a file in the background, keeping the bytes in flight bounded. */
+  private async background(tmp: string, parts: Buffer[], size: number): Promise<void> {
+    while (this.inFlightBytes + size > IN_FLIGHT_BYTES && this.inFlight.size > 0) await Promise.race(this.inFlight);
+    if (this.writeError) throw this.writeError;
+    this.inFlightBytes += size;
+    const job = (async () => {
+      const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+      try {
+        await fh.chmod(0o644); // whatever the umask: objects are world-readable
+        await fh.writev(parts);
+      } finally {
+        await fh.close();
+      }
+    })()
+      .catch((e) => {
+        this.writeError ??= describeSystemError(e, `write ${tmp}`);
+      })
+      .finally(() => {
+        this.inFlightBytes -= size;
+        this.inFlight.delete(job);
+      });
+    this.inFlight.add(job);
+  }
+
+  /** Wait for every background write; throws the first failure. */
+  async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+    if (this.writeError) throw this.writeError;
+  }
+
+  /** Remove every temporary file (after a failure; background writes must be settled first). */
   discard(): void {
     for (const p of this.pending.values()) fs.rmSync(p.tmp, { force: true });
     this.pending.clear();

@@ -109,8 +109,11 @@ function parseAlgorithmId(id: unknown, where: string): VerityAlgorithm {
   throw new CfsError(`${where}: unsupported algorithm ${JSON.stringify(id)}`);
 }
 
+/** Temporary names: pid, one random part per process, a counter (no random call per file). */
+const TMP_SALT = crypto.randomBytes(4).toString("hex");
+let tmpCounter = 0;
 function tmpName(): string {
-  return `${TMP_PREFIX}${process.pid}-${crypto.randomBytes(6).toString("hex")}`;
+  return `${TMP_PREFIX}${process.pid}-${TMP_SALT}-${(tmpCounter++).toString(36)}`;
 }
 
 function lstatOrNull(p: string): fs.Stats | null {

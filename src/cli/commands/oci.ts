@@ -121,7 +121,9 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
     await cw.addInline(configBytes);
     const cfg = await cw.finish();
     staged.push({ id: configStreamId(configDigest), tmp: cfg.tmp, digest: cfg.digest });
+    await reader.settle();
   } catch (e) {
+    await reader.settle().catch(() => undefined);
     for (const w of writers) w.abort();
     for (const s of staged) if (s.tmp) fs.rmSync(s.tmp, { force: true });
     reader.discard();
