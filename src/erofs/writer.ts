@@ -104,6 +104,8 @@ export interface WrittenImage {
 const B = (s: string) => Buffer.from(s, "latin1");
 const K_METACOPY = B(XATTR_METACOPY);
 const K_REDIRECT = B(XATTR_REDIRECT);
+const K_METACOPY_PLAIN = B(XATTR_METACOPY);
+const K_REDIRECT_PLAIN = B(XATTR_REDIRECT);
 const K_OPAQUE = B(XATTR_OPAQUE);
 const K_ESC_WHITEOUT = B(XATTR_ESCAPED_WHITEOUT);
 const K_ESC_WHITEOUTS = B(XATTR_ESCAPED_WHITEOUTS);
@@ -262,7 +264,7 @@ function chooseVersion(root: Inode, minVersion: number, maxVersion: number): num
 }
 
 /** add_overlayfs_xattrs, for one node whose parent was rewritten before it. */
-function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"): void {
+function rewriteNode(n: WNode, version: number): void {
   // Validation (lcfs_node_validate): external files must fit 1024 chunks.
   if (n.external && n.chunkCount > MAX_NONINLINE_CHUNKS) {
     throw new CfsError("cannot write file: File too large");
@@ -277,27 +279,25 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
     }
   }
   if (n.external) {
-    let value = EMPTY;
-    const d = n.src.digest;
-    if (d) {
-      // struct ovl_metacopy: version 0, length, flags 0, hash algorithm, digest.
-      value = Buffer.allocUnsafe(4 + d.length);
-      value[0] = 0;
-      value[1] = value.length;
-      value[2] = 0;
-      value[3] = metacopyAlg === "sha512" && d.length === 64 ? FSVERITY_HASH_SHA512 : FSVERITY_HASH_SHA256;
-      copyInto(value, 4, d);
-    }
-    setX(n, K_METACOPY, value);
+    // metacopy, then redirect, as lcfs_node_set_xattr adds them. Their keys
+    // cannot be there already (trusted.overlay.* was escaped just above), and
+    // their values stay implicit (see virtualValue): only the budget is kept.
+    const d = n.src.digest ?? EMPTY;
     const p = n.src.payload;
-    if (p && p.length > 0) {
-      const r = Buffer.allocUnsafe(1 + p.length);
-      r[0] = 0x2f;
-      copyInto(r, 1, p);
-      setX(n, K_REDIRECT, r);
+    const xs = n.xattrs;
+    const hasRedirect = p !== null && p.length > 0;
+    let used = n.budget + 7 + K_METACOPY.length + virtualLength(K_METACOPY, d) + (xs.length === 0 ? 12 : 0);
+    if (used > EXTERNAL_XATTR_BUDGET) throw new CfsError("cannot write file: Numerical result out of range");
+    if (hasRedirect) {
+      used += 7 + K_REDIRECT.length + virtualLength(K_REDIRECT, p);
+      if (used > EXTERNAL_XATTR_BUDGET) throw new CfsError("cannot write file: Numerical result out of range");
     }
-    // Pushing grew the list to 17 slots: keep an exact copy (one per external file).
-    if (n.xattrs !== n.src.xattrs) n.xattrs = n.xattrs.slice();
+    const out = new Array<Xattr>(xs.length + (hasRedirect ? 2 : 1));
+    for (let i = 0; i < xs.length; i++) out[i] = xs[i]!;
+    out[xs.length] = { key: K_METACOPY, value: d };
+    if (hasRedirect) out[xs.length + 1] = { key: K_REDIRECT, value: p };
+    n.xattrs = out;
+    n.budget = used;
   }
   if (isWhiteout(n.src)) {
     const parent = n.parent!;
@@ -313,6 +313,58 @@ function rewriteNode(n: WNode, version: number, metacopyAlg: "sha256" | "sha512"
       setX(parent, K_USER_OPAQUE, B("x"));
     }
   }
+}
+
+/**
+ * The metacopy and redirect xattrs of external files are held by their
+ * source: the digest (struct ovl_metacopy is a 4-byte header and the digest;
+ * no digest, no bytes) and the payload (a redirect is "/" + payload). Equal
+ * sources mean equal values, so pairs are found without building them, and
+ * the bytes are written straight from the source. Only these two key objects
+ * mark such values: every other key is the tree's, or a constant of its own.
+ */
+function isVirtual(key: Buffer): boolean {
+  return key === K_METACOPY || key === K_REDIRECT;
+}
+
+/** Length of the value an xattr stands for. */
+function virtualLength(key: Buffer, value: Buffer): number {
+  if (key === K_METACOPY) return value.length === 0 ? 0 : 4 + value.length;
+  if (key === K_REDIRECT) return 1 + value.length;
+  return value.length;
+}
+
+/** The fs-verity algorithm of metacopy values, for the image being written. */
+let metacopyAlgorithm: "sha256" | "sha512" = "sha256";
+
+/** Write the value an xattr stands for at off; returns the end. */
+function writeValue(img: Buffer, off: number, key: Buffer, value: Buffer): number {
+  if (key === K_METACOPY) {
+    if (value.length === 0) return off;
+    // struct ovl_metacopy: version 0, length, flags 0, hash algorithm, digest.
+    img[off] = 0;
+    img[off + 1] = 4 + value.length;
+    img[off + 2] = 0;
+    img[off + 3] = metacopyAlgorithm === "sha512" && value.length === 64 ? FSVERITY_HASH_SHA512 : FSVERITY_HASH_SHA256;
+    copyInto(img, off + 4, value);
+    return off + 4 + value.length;
+  }
+  if (key === K_REDIRECT) {
+    img[off] = 0x2f;
+    copyInto(img, off + 1, value);
+    return off + 1 + value.length;
+  }
+  copyInto(img, off, value);
+  return off + value.length;
+}
+
+/** The value itself, as a Buffer. */
+function materialize(x: Xattr): Xattr {
+  if (!isVirtual(x.key)) return x;
+  const v = Buffer.alloc(virtualLength(x.key, x.value));
+  writeValue(v, 0, x.key, x.value);
+  // The same key bytes in another object: the value is now the bytes themselves.
+  return { key: x.key === K_METACOPY ? K_METACOPY_PLAIN : K_REDIRECT_PLAIN, value: v };
 }
 
 function hexName(i: number): Buffer {
@@ -455,7 +507,7 @@ function newPair(x: Xattr, ki: KeyInfo): XattrPair {
     offset: -1,
     index: ki.index,
     suffixStart: ki.suffixStart,
-    size: xattrEntrySize(x.key.length - ki.suffixStart, x.value.length),
+    size: xattrEntrySize(x.key.length - ki.suffixStart, virtualLength(x.key, x.value)),
     filterBit: ki.filterBit,
   };
 }
@@ -478,12 +530,12 @@ function keyInfoOf(key: Buffer): KeyInfo {
 }
 
 /** Build, rewrite and order the inodes breadth-first (lcfs_compute_tree). */
-function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha512"): WNode[] {
+function buildNodes(root: Inode, version: number): WNode[] {
   const wroot = new WNode(root, null);
   wroot.parent = wroot;
   const order: WNode[] = [wroot];
   const pending: Array<{ dirent: WDirent; inode: Inode }> = [];
-  rewriteNode(wroot, version, metacopyAlg);
+  rewriteNode(wroot, version);
   for (let qi = 0; qi < order.length; qi++) {
     const n = order[qi]!;
     if (n.type !== S_IFDIR) continue;
@@ -517,7 +569,7 @@ function buildNodes(root: Inode, version: number, metacopyAlg: "sha256" | "sha51
         continue;
       }
       const child = new WNode(e.inode, n);
-      if (extra === null || !extra.has(e.inode)) rewriteNode(child, version, metacopyAlg);
+      if (extra === null || !extra.has(e.inode)) rewriteNode(child, version);
       order.push(child);
       dirents[slot] = { name: e.name, target: child, link: false };
     }
@@ -619,7 +671,8 @@ function tailPadding(n: WNode, pos: number, isize: number, xsize: number): numbe
 export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   if (!root.isDir()) throw new CfsError("cannot write file: the root is not a directory");
   const version = chooseVersion(root, opts.minVersion ?? 0, opts.maxVersion ?? 1);
-  const nodes = buildNodes(root, version, opts.metacopyAlgorithm ?? "sha256");
+  metacopyAlgorithm = opts.metacopyAlgorithm ?? "sha256";
+  const nodes = buildNodes(root, version);
 
   // lcfs_compute_tree: nlink of directories, xattr order, minimum mtime, ACLs.
   let minSec = root.mtimeSec;
@@ -662,7 +715,9 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
       n.pairs[i] = e;
     }
   }
-  const sharedList = pairs.all.filter((e) => e.count > 1).sort((a, b) => cmpShared(a.x, b.x));
+  const sharedList = pairs.all.filter((e) => e.count > 1);
+  for (const e of sharedList) e.x = materialize(e.x);
+  sharedList.sort((a, b) => cmpShared(a.x, b.x));
   let sharedSize = 0;
   for (const e of sharedList) {
     e.offset = sharedSize;
@@ -765,9 +820,9 @@ function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
   const suffixLen = e.x.key.length - e.suffixStart;
   img[off] = suffixLen;
   img[off + 1] = e.index;
-  img.writeUInt16LE(e.x.value.length, off + 2);
+  img.writeUInt16LE(virtualLength(e.x.key, e.x.value), off + 2);
   copyInto(img, off + 4, e.x.key, e.suffixStart);
-  copyInto(img, off + 4 + suffixLen, e.x.value);
+  writeValue(img, off + 4 + suffixLen, e.x.key, e.x.value);
   return off + e.size;
 }
 
