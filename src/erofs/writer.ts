@@ -669,6 +669,62 @@ function tailPadding(n: WNode, pos: number, isize: number, xsize: number): numbe
 
 /** Write a composefs image of the tree. */
 export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
+  const { window, version } = writeImageWindowed(root, opts, null);
+  return { image: window.buf, version };
+}
+
+/**
+ * Write a composefs image of the tree to `sink`, in order, a chunk at a time
+ * (at most about 1 MiB is held: the image is never whole in memory). Each
+ * chunk is only valid during the call. Returns the format version and size.
+ */
+export function writeImageTo(root: Inode, opts: WriteOptions, sink: (chunk: Buffer) => void): { version: number; size: number } {
+  const { window, version } = writeImageWindowed(root, opts, sink);
+  return { version, size: window.total };
+}
+
+/**
+ * The part of the image being written: bytes before `base` are already out.
+ * Every write lies at or after the previous one (inodes, shared xattrs and
+ * data blocks are laid out in the order they are written), so the window
+ * only ever slides forward; what it leaves behind is final.
+ */
+class ImageWindow {
+  buf: Buffer;
+  base = 0;
+
+  constructor(
+    readonly total: number,
+    private readonly sink: ((chunk: Buffer) => void) | null,
+  ) {
+    this.buf = Buffer.alloc(sink === null ? total : Math.min(total, WINDOW_SIZE));
+  }
+
+  /** Make [off, off + len) writable; returns where off is in buf. */
+  at(off: number, len: number): number {
+    if (off + len > this.base + this.buf.length) {
+      if (this.sink === null) throw new CfsError("internal: image write out of bounds");
+      this.emit(off - this.base);
+      this.buf.fill(0);
+      this.base = off;
+      if (len > this.buf.length) this.buf = Buffer.alloc(len);
+    }
+    return off - this.base;
+  }
+
+  private emit(n: number): void {
+    if (n > 0) this.sink!(this.buf.subarray(0, n));
+  }
+
+  /** Send what is left (up to the image size). */
+  finish(): void {
+    if (this.sink !== null) this.emit(this.total - this.base);
+  }
+}
+
+const WINDOW_SIZE = 1 << 20;
+
+function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buffer) => void) | null): { window: ImageWindow; version: number } {
   if (!root.isDir()) throw new CfsError("cannot write file: the root is not a directory");
   const version = chooseVersion(root, opts.minVersion ?? 0, opts.maxVersion ?? 1);
   metacopyAlgorithm = opts.metacopyAlgorithm ?? "sha256";
@@ -763,7 +819,9 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   if (nodes[0]!.nid !== 36) throw new CfsError("internal: root nid is not 36");
   if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
 
-  const img = Buffer.alloc(totalSize);
+  const win = new ImageWindow(totalSize, sink);
+  win.at(0, FIRST_INODE_OFFSET);
+  let img = win.buf;
   // composefs header
   img.writeUInt32LE(COMPOSEFS_MAGIC, 0);
   img.writeUInt32LE(COMPOSEFS_HEADER_VERSION, 4);
@@ -787,11 +845,19 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
   // Inodes, handing out data blocks in the order they are written below.
   let nextBlock = dataStart / BLOCK_SIZE;
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  for (const n of nodes) nextBlock = writeInode(img, n, sharedBase, nextBlock);
+  for (const n of nodes) {
+    const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
+    const at = win.at(n.offset, isize + n.xattrSize + n.tail);
+    nextBlock = writeInode(win.buf, at, n, sharedBase, nextBlock);
+  }
 
   // Shared xattr table.
   let off = inodesEnd;
-  for (const e of sharedList) off = writeXattrEntry(img, off, e);
+  for (const e of sharedList) {
+    const at = win.at(off, e.size);
+    writeXattrEntry(win.buf, at, e);
+    off += e.size;
+  }
 
   // Data blocks.
   let block = dataStart;
@@ -799,21 +865,25 @@ export function writeImage(root: Inode, opts: WriteOptions = {}): WrittenImage {
     if (n.type === S_IFDIR) {
       for (let g = 0; g < n.nBlocks; g++) {
         const [a, b] = n.groups[g]!;
-        writeDirents(img, block, n, a, b);
+        const at = win.at(block, BLOCK_SIZE);
+        writeDirents(win.buf, at, n, a, b);
         block += BLOCK_SIZE;
       }
     } else if (n.nBlocks > 0) {
+      const at = win.at(block, BLOCK_SIZE);
+      img = win.buf;
       if (n.type === S_IFREG && n.src.content === null) {
-        img.fill(0xff, block, block + BLOCK_SIZE); // 1024 null chunk indexes
+        img.fill(0xff, at, at + BLOCK_SIZE); // 1024 null chunk indexes
       } else {
         const data = n.type === S_IFLNK ? n.src.payload! : n.src.content!;
-        copyInto(img, block, data, 0, Math.min(data.length, BLOCK_SIZE));
+        copyInto(img, at, data, 0, Math.min(data.length, BLOCK_SIZE));
       }
       block += BLOCK_SIZE;
     }
   }
   if (block !== totalSize) throw new CfsError("internal: data block accounting mismatch");
-  return { image: img, version };
+  win.finish();
+  return { window: win, version };
 }
 
 function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
@@ -849,8 +919,8 @@ function xattrFilter(n: WNode): number {
   return ~bits >>> 0;
 }
 
-/** Write one inode; its data blocks (if any) start at nextBlock. Returns the next free block. */
-function writeInode(img: Buffer, n: WNode, sharedBase: number, nextBlock: number): number {
+/** Write one inode at img[at]; its data blocks (if any) start at nextBlock. Returns the next free block. */
+function writeInode(img: Buffer, at: number, n: WNode, sharedBase: number, nextBlock: number): number {
   const type = n.type;
   let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
   let size: bigint;
@@ -878,8 +948,8 @@ function writeInode(img: Buffer, n: WNode, sharedBase: number, nextBlock: number
     }
   }
   const xattrIcount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
-  encodeInodeFields(img, n.offset, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, n.index, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
-  let p = n.offset + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
+  encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, n.index, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
+  let p = at + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
     img.writeUInt32LE(xattrFilter(n), p);
     img[p + 4] = n.nShared;

@@ -3,11 +3,12 @@
  * (upstream tools/mkcomposefs.c main). No container-image rules here.
  */
 import type { Command } from "commander";
-import { CfsError } from "../../util/errors.js";
+import fs from "node:fs";
+import { CfsError, describeSystemError } from "../../util/errors.js";
 import { parseDumpfile } from "../../dumpfile/parse.js";
-import { writeImage } from "../../erofs/writer.js";
+import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
-import { readInput, writeFileAtomic, writeStdout } from "../io.js";
+import { readInput, writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 
 interface Opts {
@@ -86,11 +87,61 @@ export function registerMkcomposefs(program: Command): void {
           threads,
         });
       }
-      const { image: bytes } = writeImage(root, { minVersion, maxVersion });
-      if (!o.printDigestOnly) writeFileAtomic(image!, bytes);
+      let hash: ((chunk: Buffer) => void) | null = null;
+      let digest: (() => Buffer) | null = null;
       if (o.printDigest || o.printDigestOnly) {
-        const { imageDigest } = await import("../../erofs/image-digest.js");
-        writeStdout(imageDigest(bytes).toString("hex") + "\n");
+        const { FsVerityHasher } = await import("../../fsverity/digest.js");
+        const hasher = new FsVerityHasher("sha256");
+        hash = (chunk) => hasher.update(chunk);
+        digest = () => hasher.digest();
       }
+      writeImageFile(root, { minVersion, maxVersion }, o.printDigestOnly ? null : image!, hash);
+      if (digest) writeStdout(digest().toString("hex") + "\n");
     });
+}
+
+/**
+ * Write the image as it is produced, a chunk at a time (never whole in
+ * memory), to `path` (`-`: stdout; null: nowhere) and to `hash`. A file is
+ * written under a temporary name, synced and renamed, so a failed run leaves
+ * no partial image; it is created only once the tree has passed every check
+ * of the writer.
+ */
+function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, hash: ((chunk: Buffer) => void) | null): void {
+  if (path === "-") {
+    writeImageTo(root, opts, (chunk) => {
+      if (process.stdout.isTTY) throw new CfsError("stdout is a tty. Refusing to use it");
+      writeStdout(chunk);
+      hash?.(chunk);
+    });
+    return;
+  }
+  if (path === null) {
+    writeImageTo(root, opts, (chunk) => hash?.(chunk));
+    return;
+  }
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+  let fd = -1;
+  try {
+    writeImageTo(root, opts, (chunk) => {
+      if (fd < 0) fd = fs.openSync(tmp, "wx", 0o644);
+      writeAllSync(fd, chunk);
+      hash?.(chunk);
+    });
+    if (fd < 0) fd = fs.openSync(tmp, "wx", 0o644);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = -1;
+    fs.renameSync(tmp, path);
+  } catch (e) {
+    if (fd >= 0) {
+      fs.closeSync(fd);
+      try {
+        fs.unlinkSync(tmp);
+      } catch {
+        /* nothing to clean up */
+      }
+    }
+    throw describeSystemError(e, `write ${path}`);
+  }
 }
