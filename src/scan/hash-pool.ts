@@ -158,15 +158,17 @@ export class HashPool {
     }
   }
 
-  /** Queue a file; returns its id (0, 1, 2… in the order added). */
-  addFile(path: Uint8Array, size: number, ino: number, mtimeMs: number): number {
-    const need = this.pathFill + path.length;
+  /** Queue a file (`base` + `path`); returns its id (0, 1, 2… in the order added). */
+  addFile(path: Uint8Array, size: number, ino: number, mtimeMs: number, base: Uint8Array | null = null): number {
+    const at = base === null ? this.pathFill : this.pathFill + base.length;
+    const need = at + path.length;
     if (need > this.paths.length) {
       const grown = Buffer.allocUnsafe(Math.max(need, this.paths.length * 2));
       this.paths.copy(grown, 0, 0, this.pathFill);
       this.paths = grown;
     }
-    this.paths.set(path, this.pathFill);
+    if (base !== null) this.paths.set(base, this.pathFill);
+    this.paths.set(path, at);
     this.pathFill = need;
     this.ends.push(need);
     this.meta.push(size, ino, mtimeMs);

@@ -14,6 +14,8 @@
  * thus costs no ArrayBuffer per name and no Buffer per path.
  */
 import fs from "node:fs";
+import nodePath from "node:path";
+import { isMainThread } from "node:worker_threads";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
@@ -70,14 +72,14 @@ const NON_ASCII = /[^\x00-\x7f]/;
  * O_PATH|O_NOFOLLOW descriptor's /proc/self/fd/N path; anything else by its
  * own path (one call instead of three, where most entries have none).
  */
-function readXattrs(path: Buffer, ascii: string | null, inode: Inode, mode: "all" | "user", isSymlink: boolean): void {
+function readXattrs(at: Buffer, ascii: string | null, path: Buffer, inode: Inode, mode: "all" | "user", isSymlink: boolean): void {
   if (!isSymlink && ascii !== null) {
     readXattrsAt(ascii, path, inode, mode);
     return;
   }
   let fd: number;
   try {
-    fd = fs.openSync(path, O_PATH | fs.constants.O_NOFOLLOW);
+    fd = fs.openSync(at, O_PATH | fs.constants.O_NOFOLLOW);
   } catch (e) {
     throw describeSystemError(e, show(path));
   }
@@ -115,11 +117,11 @@ function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "use
 
 const small = Buffer.allocUnsafe(4096);
 
-/** A file of a few bytes, which must still have the size lstat gave. */
-function readSmallFile(path: Buffer, size: number): Buffer {
+/** A file of a few bytes (at `at`, named `path` in messages), which must still have the size lstat gave. */
+function readSmallFile(at: Buffer, path: Buffer, size: number): Buffer {
   let fd = -1;
   try {
-    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = fs.openSync(at, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     const n = fs.readSync(fd, small, 0, size + 1, 0);
     if (n !== size) throw new CfsError(`${show(path)}: changed while it was read`);
     return Buffer.from(small.subarray(0, n));
@@ -199,16 +201,34 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     throw describeSystemError(e, dir);
   }
   const rootDev = m.dev;
+  // The walk looks entries up relative to the directory it is in (see
+  // walkDir); the workers, which share the working directory, get absolute
+  // paths, and messages show them as given.
+  let cwd0: string | null = null;
+  if (isMainThread) {
+    try {
+      cwd0 = process.cwd();
+    } catch {
+      cwd0 = null;
+    }
+  }
+  const relativeRoot = rootPath[0] !== 0x2f;
+  if (cwd0 !== null && relativeRoot && NON_ASCII.test(cwd0)) cwd0 = null;
+  const base = relativeRoot && cwd0 !== null ? Buffer.from(cwd0.endsWith("/") ? cwd0 : cwd0 + "/") : null;
+  const baseStr = base?.toString("utf8") ?? "";
+  const absolute = (p: string): string => (relativeRoot ? baseStr + p : p);
   // Regular files stored as objects, by hash job id.
   const files: Inode[] = [];
   let tmps: (string | null)[] | null = null;
   let failedId = -1;
   let failure = "";
-  const pool = new HashPool(opts.algorithm, opts.threads, opts.store ?? null, (id, digest, error, path, tmp) => {
+  const store = opts.store === undefined ? null : nodePath.resolve(opts.store);
+  const pool = new HashPool(opts.algorithm, opts.threads, store, (id, digest, error, path, tmp) => {
     if (error !== null || digest === null) {
       if (failedId < 0 || id < failedId) {
         failedId = id;
-        failure = `${path ?? "a file"}: ${error ?? "not hashed"}`;
+        const shown = path !== null && base !== null && path.startsWith(baseStr) ? path.slice(baseStr.length) : path;
+        failure = `${shown ?? "a file"}: ${error ?? "not hashed"}`;
       }
     } else {
       const inode = files[id]!;
@@ -220,7 +240,9 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   const links = new Map<string, Inode>();
   let entries = 0;
 
-  const makeInode = (path: Buffer, ascii: string | null): Inode => {
+  // `at`: the entry for system calls (relative to the working directory);
+  // `path`: the entry as messages name it.
+  const makeInode = (at: Buffer, atAscii: string | null, path: Buffer): Inode => {
     const mode = m.mode;
     const inode = new Inode(mode);
     inode.uid = m.uid;
@@ -231,16 +253,16 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       inode.mtimeSec = m.mtimeSec;
       inode.mtimeNsec = m.mtimeNsec;
     }
-    if (opts.xattrs !== "none") readXattrs(path, ascii, inode, opts.xattrs, type === S_IFLNK);
+    if (opts.xattrs !== "none") readXattrs(at, atAscii, path, inode, opts.xattrs, type === S_IFLNK);
     return inode;
   };
 
-  const fillLeaf = (path: Buffer, inode: Inode): void => {
+  const fillLeaf = (at: Buffer, path: Buffer, inode: Inode): void => {
     const type = inode.type;
     if (type === S_IFLNK) {
       let target: Buffer;
       try {
-        target = fs.readlinkSync(path, { encoding: "buffer" });
+        target = fs.readlinkSync(at, { encoding: "buffer" });
       } catch (e) {
         throw describeSystemError(e, show(path));
       }
@@ -253,25 +275,34 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       if (size === 0) return;
       if (size > Number.MAX_SAFE_INTEGER) throw new CfsError(`${show(path)}: file too large`);
       if (size <= opts.inlineMax) {
-        inode.content = readSmallFile(path, size);
+        inode.content = readSmallFile(at, path, size);
         return;
       }
       // The path goes to a worker only: nothing keeps 100k paths alive.
       files.push(inode);
-      pool.addFile(path, size, m.ino, m.mtimeMs);
+      pool.addFile(path, size, m.ino, m.mtimeMs, base);
     }
   };
 
   const rootAscii = NON_ASCII.test(rootPath.toString("latin1")) ? null : rootPath.toString("latin1");
-  const root = makeInode(rootPath, rootAscii);
+  const root = makeInode(rootPath, rootAscii, rootPath);
   // scratch[0, len) is the path of the entry at hand; a directory's own
   // path stays in place below its entries' names while they are walked.
   let scratch = Buffer.allocUnsafe(Math.max(8192, 2 * rootPath.length));
   rootPath.copy(scratch);
-  const walkDir = async (dirLen: number, dirAscii: string | null, dirInode: Inode): Promise<void> => {
+  const DOT = Buffer.from(".");
+
+  /**
+   * Walk the directory scratch[0, dirLen). `rel`: where, in scratch, the path
+   * relative to the working directory starts. The walk changes into every
+   * directory whose absolute path is ASCII (process.chdir takes strings), so
+   * the kernel resolves one name per lookup instead of the whole path: that
+   * measured about 1.5 µs less per entry (lstat and two listxattr calls).
+   */
+  const walkDir = async (dirLen: number, dirAscii: string | null, dirInode: Inode, rel: number): Promise<void> => {
     let names: string[];
     try {
-      names = fs.readdirSync(scratch.subarray(0, dirLen), { encoding: "latin1" });
+      names = fs.readdirSync(rel >= dirLen ? DOT : scratch.subarray(rel, dirLen), { encoding: "latin1" });
     } catch (e) {
       throw describeSystemError(e, show(scratch.subarray(0, dirLen)));
     }
@@ -283,6 +314,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       scratch[pre++] = 0x2f;
       if (preAscii !== null) preAscii += "/";
     }
+    if (rel === dirLen) rel = pre;
     for (const str of names) {
       const name = Buffer.from(str, "latin1");
       const len = pre + name.length;
@@ -293,9 +325,11 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       }
       name.copy(scratch, pre);
       const path = scratch.subarray(0, len);
+      const at = rel === 0 ? path : scratch.subarray(rel, len);
       const ascii = preAscii === null || NON_ASCII.test(str) ? null : preAscii + str;
+      const atAscii = ascii === null ? null : rel === 0 ? ascii : ascii.slice(rel);
       try {
-        lstatMeta(m, path, wholeSeconds);
+        lstatMeta(m, at, wholeSeconds);
       } catch (e) {
         throw describeSystemError(e, show(path));
       }
@@ -316,30 +350,68 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
           dirInode.addEntry(name, seen, true);
           continue;
         }
-        const inode = makeInode(path, ascii);
-        fillLeaf(path, inode);
+        const inode = makeInode(at, atAscii, path);
+        fillLeaf(at, path, inode);
         links.set(key, inode);
         dirInode.addEntry(name, inode, false);
         continue;
       }
-      const inode = makeInode(path, ascii);
+      const inode = makeInode(at, atAscii, path);
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
         inode.size = BigInt(m.size);
         // Recurse right here: hardlink primaries are the first path in
         // depth-first, name-sorted order (as composefs-rs and composefs-info).
-        await walkDir(len, ascii, inode);
+        if (rel !== 0 && ascii !== null) {
+          enter(atAscii!, path);
+          try {
+            await walkDir(len, ascii, inode, len);
+          } finally {
+            leave(absolute(dirAscii!));
+          }
+        } else {
+          await walkDir(len, ascii, inode, rel);
+        }
       } else {
-        fillLeaf(path, inode);
+        fillLeaf(at, path, inode);
       }
     }
   };
 
+  const enter = (to: string, path: Buffer): void => {
+    try {
+      process.chdir(to);
+    } catch (e) {
+      throw describeSystemError(e, show(path));
+    }
+  };
+  const leave = (to: string): void => {
+    try {
+      process.chdir(to);
+    } catch (e) {
+      // Never look names up anywhere else.
+      throw describeSystemError(e, to);
+    }
+  };
+
   try {
-    await walkDir(rootPath.length, rootAscii, root);
+    if (cwd0 !== null && rootAscii !== null) {
+      enter(rootAscii, rootPath);
+      await walkDir(rootPath.length, rootAscii, root, rootPath.length);
+    } else {
+      await walkDir(rootPath.length, rootAscii, root, 0);
+    }
   } catch (e) {
     await pool.abort();
     throw e;
+  } finally {
+    if (cwd0 !== null) {
+      try {
+        process.chdir(cwd0);
+      } catch {
+        // Removed meanwhile: nothing to return to.
+      }
+    }
   }
   await pool.finish();
   if (failedId >= 0) {
