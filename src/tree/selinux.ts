@@ -1308,9 +1308,10 @@ export function parseSpecPattern(regexStr: string, rests: Map<string, { node: No
     }
     if (iso !== null) {
       const items = (iso.node as { items: Node[] }).items;
-      const out: Node[] = [items[0]!];
-      for (let i = 0; i < h; i++) out.push(CHAR_NODES[regexStr.charCodeAt(i)]!);
-      for (let i = 1; i < items.length; i++) out.push(items[i]!);
+      const out: Node[] = new Array(h + items.length);
+      out[0] = items[0]!;
+      for (let i = 0; i < h; i++) out[1 + i] = CHAR_NODES[regexStr.charCodeAt(i)]!;
+      for (let i = 1; i < items.length; i++) out[h + i] = items[i]!;
       return { node: { t: "seq", items: out }, atomic: iso.atomic };
     }
   }
@@ -1327,21 +1328,20 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
     let p = 0;
     while (p < line.length && isSpace(line.charCodeAt(p))) p++;
     if (p >= line.length || line[p] === "#") continue;
-    const where = `${file}:${lineno}`;
-    if (line.includes("\0")) throw new CfsError(`${where}: NUL byte in line`);
+    if (line.includes("\0")) throw new CfsError(`${file}:${lineno}: NUL byte in line`);
     // Non-ASCII bytes are never spaces: any of them is in a field.
-    if (NON_ASCII.test(line)) throw new CfsError(`${where}: non-ASCII characters found`);
+    if (NON_ASCII.test(line)) throw new CfsError(`${file}:${lineno}: non-ASCII characters found`);
     const fields = (p > 0 ? line.slice(p) : line).split(SPACES);
     if (fields[fields.length - 1] === "") fields.pop();
-    if (fields.length < 2) throw new CfsError(`${where}: line is missing fields`);
-    if (fields.length > 3) throw new CfsError(`${where}: too many fields (expected: regex [type] context)`);
+    if (fields.length < 2) throw new CfsError(`${file}:${lineno}: line is missing fields`);
+    if (fields.length > 3) throw new CfsError(`${file}:${lineno}: too many fields (expected: regex [type] context)`);
     const regexStr = fields[0]!;
     const typeStr = fields.length === 3 ? fields[1]! : null;
     const context = fields[fields.length - 1]!;
     let mode = 0;
     if (typeStr !== null) {
       const m = TYPE_FLAGS[typeStr];
-      if (m === undefined) throw new CfsError(`${where}: invalid file type ${typeStr}`);
+      if (m === undefined) throw new CfsError(`${file}:${lineno}: invalid file type ${typeStr}`);
       mode = m;
     }
     const hasMeta = hasMetaChars(regexStr);
@@ -1370,7 +1370,7 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
         if (atomic) re = new RegExp(new Emitter().emit(node));
       } catch (e) {
         if (e instanceof RegexRefused || e instanceof SyntaxError)
-          throw new CfsError(`${where}: cannot use regex ${regexStr}: ${e.message}`);
+          throw new CfsError(`${file}:${lineno}: cannot use regex ${regexStr}: ${e.message}`);
         throw e;
       }
       prefix = literalPrefix(node);
@@ -1626,10 +1626,11 @@ export class SelinuxPolicy {
   /** @internal use loadPolicy */
   constructor(specs: Spec[], subs: Sub[], distSubs: Sub[]) {
     // sort_specs: specs with meta characters first, then the others, keeping order.
-    const sorted: Spec[] = [];
-    for (const s of specs) if (s.hasMeta) sorted.push(s);
-    for (const s of specs) if (!s.hasMeta) sorted.push(s);
-    sorted.forEach((s, index) => (s.index = index));
+    const sorted: Spec[] = new Array(specs.length);
+    let k = 0;
+    for (let i = 0; i < specs.length; i++) if (specs[i]!.hasMeta) sorted[k++] = specs[i]!;
+    for (let i = 0; i < specs.length; i++) if (!specs[i]!.hasMeta) sorted[k++] = specs[i]!;
+    for (let i = 0; i < sorted.length; i++) sorted[i]!.index = i;
     this.specs = sorted;
     this.subs = new SubTable(subs);
     this.distSubs = new SubTable(distSubs);
@@ -1637,7 +1638,8 @@ export class SelinuxPolicy {
     this.modeOf = new Int32Array(n);
     this.reqLo = new Int32Array(n);
     this.reqHi = new Int32Array(n);
-    for (const s of this.specs) {
+    for (let i = 0; i < n; i++) {
+      const s = this.specs[i]!;
       this.modeOf[s.index] = s.mode;
       this.reqLo[s.index] = s.reqLo;
       this.reqHi[s.index] = s.reqHi;
@@ -1760,6 +1762,16 @@ export class SelinuxPolicy {
     mode &= S_IFMT;
     const n = name.length;
     if (ctx === null || n === 0) return this.valueAt(dir, name, mode);
+    // The key is prefix + name, decoded in one go from keyBytes (a flat
+    // string, as the regexes want); the name's bytes are copied there while
+    // adding them to the byte mask.
+    const plen = ctx.prefixBytes.length;
+    if (this.keyOwner !== ctx || plen + n > this.keyBytes.length) {
+      if (plen + n > this.keyBytes.length) this.keyBytes = Buffer.alloc(2 * (plen + n));
+      this.keyBytes.set(ctx.prefixBytes);
+      this.keyOwner = ctx;
+    }
+    const kb = this.keyBytes;
     let lo = ctx.lo;
     let hi = ctx.hi;
     for (let j = 0; j < n; j++) {
@@ -1767,16 +1779,9 @@ export class SelinuxPolicy {
       if (d === 0x2f) return this.valueAt(dir, name, mode); // not a name
       if (d & 32) hi |= 1 << (d & 31);
       else lo |= 1 << (d & 31);
+      kb[plen + j] = d;
     }
-    // The key prefix + name, decoded in one go (a flat string, as the regexes want).
-    const plen = ctx.prefixBytes.length;
-    if (this.keyOwner !== ctx || plen + n > this.keyBytes.length) {
-      if (plen + n > this.keyBytes.length) this.keyBytes = Buffer.alloc(2 * (plen + n));
-      this.keyBytes.set(ctx.prefixBytes);
-      this.keyOwner = ctx;
-    }
-    this.keyBytes.set(name, plen);
-    const key = this.keyBytes.toString("latin1", 0, plen + n);
+    const key = kb.toString("latin1", 0, plen + n);
     const stem = ctx.stem;
 
     let best: Spec | null = null;
