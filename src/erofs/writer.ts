@@ -153,6 +153,8 @@ class WNode {
   type: number;
   /** A regular file whose data is elsewhere (chunk-based, with metacopy). */
   external: boolean;
+  /** The implicit xattrs of an external file, besides `xattrs`: VIRTUAL_METACOPY | VIRTUAL_REDIRECT. */
+  virtual = 0;
 
   constructor(
     readonly src: Inode,
@@ -281,7 +283,7 @@ function rewriteNode(n: WNode, version: number): void {
   if (n.external) {
     // metacopy, then redirect, as lcfs_node_set_xattr adds them. Their keys
     // cannot be there already (trusted.overlay.* was escaped just above), and
-    // their values stay implicit (see virtualValue): only the budget is kept.
+    // their values stay implicit (see isVirtual): only the budget is kept.
     const d = n.src.digest ?? EMPTY;
     const p = n.src.payload;
     const xs = n.xattrs;
@@ -292,11 +294,7 @@ function rewriteNode(n: WNode, version: number): void {
       used += 7 + K_REDIRECT.length + virtualLength(K_REDIRECT, p);
       if (used > EXTERNAL_XATTR_BUDGET) throw new CfsError("cannot write file: Numerical result out of range");
     }
-    const out = new Array<Xattr>(xs.length + (hasRedirect ? 2 : 1));
-    for (let i = 0; i < xs.length; i++) out[i] = xs[i]!;
-    out[xs.length] = { key: K_METACOPY, value: d };
-    if (hasRedirect) out[xs.length + 1] = { key: K_REDIRECT, value: p };
-    n.xattrs = out;
+    n.virtual = VIRTUAL_METACOPY | (hasRedirect ? VIRTUAL_REDIRECT : 0);
     n.budget = used;
   }
   if (isWhiteout(n.src)) {
@@ -334,6 +332,9 @@ function virtualLength(key: Buffer, value: Buffer): number {
   return value.length;
 }
 
+const VIRTUAL_METACOPY = 1;
+const VIRTUAL_REDIRECT = 2;
+
 /** The fs-verity algorithm of metacopy values, for the image being written. */
 let metacopyAlgorithm: "sha256" | "sha512" = "sha256";
 
@@ -358,13 +359,14 @@ function writeValue(img: Buffer, off: number, key: Buffer, value: Buffer): numbe
   return off + value.length;
 }
 
-/** The value itself, as a Buffer. */
-function materialize(x: Xattr): Xattr {
-  if (!isVirtual(x.key)) return x;
-  const v = Buffer.alloc(virtualLength(x.key, x.value));
-  writeValue(v, 0, x.key, x.value);
+/** Give a pair its value itself, as a Buffer. */
+function materialize(e: XattrPair): void {
+  if (!isVirtual(e.key)) return;
+  const v = Buffer.alloc(virtualLength(e.key, e.value));
+  writeValue(v, 0, e.key, e.value);
   // The same key bytes in another object: the value is now the bytes themselves.
-  return { key: x.key === K_METACOPY ? K_METACOPY_PLAIN : K_REDIRECT_PLAIN, value: v };
+  e.key = e.key === K_METACOPY ? K_METACOPY_PLAIN : K_REDIRECT_PLAIN;
+  e.value = v;
 }
 
 function hexName(i: number): Buffer {
@@ -399,7 +401,7 @@ function cmpXattr(a: Xattr, b: Xattr): number {
 }
 
 /** Shared table order: key descending, longer value first, value descending. */
-function cmpShared(a: Xattr, b: Xattr): number {
+function cmpShared(a: XattrPair, b: XattrPair): number {
   const k = Buffer.compare(b.key, a.key);
   if (k !== 0) return k;
   if (a.value.length !== b.value.length) return b.value.length - a.value.length;
@@ -432,34 +434,34 @@ class PairTable {
     return ki;
   }
 
-  get(x: Xattr): XattrPair {
-    const ki = this.keyInfo(x.key);
+  get(key: Buffer, value: Buffer): XattrPair {
+    const ki = this.keyInfo(key);
     // 30 bits: small-integer keys, no boxed number per lookup.
-    const h = hashBytes(x.value, ki.hash) & 0x3fffffff;
+    const h = hashBytes(value, ki.hash) & 0x3fffffff;
     const hit = this.byHash.get(h);
     if (hit === undefined) {
-      const e = newPair(x, ki);
+      const e = newPair(key, value, ki);
       this.byHash.set(h, e);
       this.all.push(e);
       return e;
     }
     if (!Array.isArray(hit)) {
-      if (samePair(hit.x, x)) return hit;
-      const e = newPair(x, ki);
+      if (samePair(hit, key, value)) return hit;
+      const e = newPair(key, value, ki);
       this.byHash.set(h, [hit, e]);
       this.all.push(e);
       return e;
     }
-    for (const e of hit) if (samePair(e.x, x)) return e;
-    const e = newPair(x, ki);
+    for (const e of hit) if (samePair(e, key, value)) return e;
+    const e = newPair(key, value, ki);
     hit.push(e);
     this.all.push(e);
     return e;
   }
 }
 
-function samePair(a: Xattr, b: Xattr): boolean {
-  return (a.key === b.key || bytesEqual(a.key, b.key)) && (a.value === b.value || bytesEqual(a.value, b.value));
+function samePair(a: XattrPair, key: Buffer, value: Buffer): boolean {
+  return (a.key === key || bytesEqual(a.key, key)) && (a.value === value || bytesEqual(a.value, value));
 }
 
 /** FNV-1a over at most the first and last 24 bytes (a hit is compared in full). */
@@ -476,7 +478,9 @@ function hashBytes(b: Uint8Array, h: number): number {
 
 /** One distinct (key, value) pair of the image, with its encoding worked out once. */
 interface XattrPair {
-  x: Xattr;
+  key: Buffer;
+  /** The value, or for a metacopy or redirect key what it stands for (see isVirtual). */
+  value: Buffer;
   count: number;
   /** Offset in the shared table, or -1. */
   offset: number;
@@ -500,14 +504,15 @@ const keyInfo = new Map<string, KeyInfo>();
 /** The same, by key object: keys are mostly shared Buffers (constants, interned by the parser). */
 const keyInfoByObject = new WeakMap<Buffer, KeyInfo>();
 
-function newPair(x: Xattr, ki: KeyInfo): XattrPair {
+function newPair(key: Buffer, value: Buffer, ki: KeyInfo): XattrPair {
   return {
-    x,
+    key,
+    value,
     count: 0,
     offset: -1,
     index: ki.index,
     suffixStart: ki.suffixStart,
-    size: xattrEntrySize(x.key.length - ki.suffixStart, virtualLength(x.key, x.value)),
+    size: xattrEntrySize(key.length - ki.suffixStart, virtualLength(key, value)),
     filterBit: ki.filterBit,
   };
 }
@@ -763,17 +768,35 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   const pairs = new PairTable();
   for (const n of nodes) {
     const xs = n.xattrs;
-    if (xs.length === 0) continue;
-    n.pairs = new Array<XattrPair>(xs.length);
-    for (let i = 0; i < xs.length; i++) {
-      const e = pairs.get(xs[i]!);
+    let v = n.virtual;
+    const total = xs.length + (v & 1) + (v >> 1);
+    if (total === 0) continue;
+    // The sorted xattrs, with metacopy and redirect merged in at their place.
+    const ps = new Array<XattrPair>(total);
+    let i = 0;
+    for (let k = 0; k < total; k++) {
+      let e: XattrPair;
+      const vkey = v === 0 ? null : (v & VIRTUAL_METACOPY) !== 0 ? K_METACOPY : K_REDIRECT;
+      if (vkey !== null && (i >= xs.length || compareBytes(vkey, xs[i]!.key) < 0)) {
+        if (vkey === K_METACOPY) {
+          e = pairs.get(K_METACOPY, n.src.digest ?? EMPTY);
+          v &= ~VIRTUAL_METACOPY;
+        } else {
+          e = pairs.get(K_REDIRECT, n.src.payload!);
+          v &= ~VIRTUAL_REDIRECT;
+        }
+      } else {
+        const x = xs[i++]!;
+        e = pairs.get(x.key, x.value);
+      }
       e.count++;
-      n.pairs[i] = e;
+      ps[k] = e;
     }
+    n.pairs = ps;
   }
   const sharedList = pairs.all.filter((e) => e.count > 1);
-  for (const e of sharedList) e.x = materialize(e.x);
-  sharedList.sort((a, b) => cmpShared(a.x, b.x));
+  for (const e of sharedList) materialize(e);
+  sharedList.sort(cmpShared);
   let sharedSize = 0;
   for (const e of sharedList) {
     e.offset = sharedSize;
@@ -887,12 +910,12 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
 }
 
 function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
-  const suffixLen = e.x.key.length - e.suffixStart;
+  const suffixLen = e.key.length - e.suffixStart;
   img[off] = suffixLen;
   img[off + 1] = e.index;
-  img.writeUInt16LE(virtualLength(e.x.key, e.x.value), off + 2);
-  copyInto(img, off + 4, e.x.key, e.suffixStart);
-  writeValue(img, off + 4 + suffixLen, e.x.key, e.x.value);
+  img.writeUInt16LE(virtualLength(e.key, e.value), off + 2);
+  copyInto(img, off + 4, e.key, e.suffixStart);
+  writeValue(img, off + 4 + suffixLen, e.key, e.value);
   return off + e.size;
 }
 
