@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { Inode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../src/model/inode.js";
-import { compilePcre, loadPolicy, parseSpecPattern, relabelTree, translatePcre, type SelinuxPolicy } from "../src/tree/selinux.js";
+import { compilePcre, loadPolicy, patternFacts, relabelTree, specPatternFacts, type SelinuxPolicy } from "../src/tree/selinux.js";
 import { CfsError } from "../src/util/errors.js";
 
 const SEL = path.resolve(import.meta.dirname, "..", "fixtures", "selinux");
@@ -476,20 +476,20 @@ describe("relabelTree gives what lookups of whole paths give", () => {
   });
 });
 
-describe("parseSpecPattern", () => {
-  /** The tree (or error) of parsing the whole pattern, and of parseSpecPattern with a shared cache. */
-  function both(re: string, rests: Parameters<typeof parseSpecPattern>[1]): [string, string] {
-    const run = (f: () => { node: unknown; atomic?: boolean }): string => {
+describe("specPatternFacts", () => {
+  /** The facts (or error) of the whole pattern's tree, and of specPatternFacts with a shared cache. */
+  function both(re: string, rests: Parameters<typeof specPatternFacts>[1]): [string, string] {
+    const run = (f: () => unknown): string => {
       try {
-        return JSON.stringify(f().node);
+        return JSON.stringify(f());
       } catch (e) {
         return `error: ${(e as Error).message}`;
       }
     };
-    return [run(() => translatePcre("^" + re + "$", 1)), run(() => parseSpecPattern(re, rests))];
+    return [run(() => patternFacts(re)), run(() => specPatternFacts(re, rests))];
   }
 
-  it("gives the tree of the whole pattern for every regex of the Debian policy", () => {
+  it("gives the facts of the whole pattern for every regex of the Debian policy", () => {
     const dir = path.join(SEL, "policy", "etc", "selinux", "mls", "contexts", "files");
     const rests = new Map();
     let n = 0;
@@ -505,9 +505,9 @@ describe("parseSpecPattern", () => {
     expect(rests.size).toBeLessThan(2000); // heads shared
   });
 
-  it("gives the tree or the error of the whole pattern for tricky ones", () => {
+  it("gives the facts or the error of the whole pattern for tricky ones", () => {
     const heads = ["/a", "/b", "x", "/a-b", "/]}", "#", "/a*", "/a+", "/a?", "/a{2}", "/a\\.", "/a|b", "/a)", "/a^", "/a$", "/a\\Q", "/a(?i)"];
-    const rests = ["(/.*)?", ".*", "[^/]*", "(?#c)*", "(?#c)", "(?i)a", "(?i)*", "(*FAIL)", "(a|b)", ".|b", "(", ")", "[z-a]", ".**", ".*+", "(?<n>a)(?<n>b)", "(a)\\1", "[[:<:]]a", "(?=a)*", "(?>a*)+", ".\\Qa*\\E*", "(?x) a #c", ".{2,1}", "(?|a)", "[]a]"];
+    const rests = ["(/.*)?", ".*", "[^/]*", "(?#c)*", "(?#c)", "(?i)a", "(?i)*", "(*FAIL)", "(a|b)", ".|b", "(", ")", "[z-a]", ".**", ".*+", "(?<n>a)(?<n>b)", "(a)\\1", "[[:<:]]a", "(?=a)*", "(?>a*)+", "(?>a)b", ".\\Qa*\\E*", "(?x) a #c", ".{2,1}", "(?|a)", "[]a]", "(x)abc(y)de", "[a]bc", "(x)\\.so", ".$x"];
     const cache = new Map();
     for (const h of heads)
       for (const r of rests) {

@@ -1277,48 +1277,79 @@ const NON_ASCII = /[\x80-\xff]/;
 const PLAIN = new Uint8Array(128);
 for (let c = 0x21; c < 0x7f; c++) if (!"\\|)*+?{^$.[(".includes(String.fromCharCode(c))) PLAIN[c] = 1;
 
+/** What loading keeps of a parsed pattern ("^" + regex + "$"). */
+export interface PatternFacts {
+  /** literalPrefix(). */
+  prefix: string | null;
+  /** The prefix when isPureLiteral(), else null. */
+  literal: string | null;
+  /** requiredChars(). */
+  reqLo: number;
+  reqHi: number;
+  /** requiredRun(). */
+  need: string | null;
+  /** An atomic group or possessive quantifier: emit at load. */
+  atomic: boolean;
+}
+
+function factsOf(node: Node, atomic: boolean): PatternFacts {
+  const prefix = literalPrefix(node);
+  const req = { lo: 0, hi: 0 };
+  requiredChars(node, req);
+  return { prefix, literal: isPureLiteral(node, prefix) ? prefix : null, reqLo: req.lo | 0, reqHi: req.hi | 0, need: requiredRun(node, prefix), atomic };
+}
+
+/** The facts of the tree of "^" + regexStr + "$" (throws RegexRefused). */
+export function patternFacts(regexStr: string): PatternFacts {
+  const { node, atomic } = parsePcre("^" + regexStr + "$", 1); // offsets in messages: in regexStr
+  return factsOf(node, atomic);
+}
+
 /**
- * parsePcre("^" + regexStr + "$", 1), with the work shared between patterns
- * that differ only in a plain head: regexStr = head + rest, head made of
- * PLAIN chars, rest starting with "(" (not "(?#"), "." or "[". The parser
- * reads the head as one set node per char and leaves its state as at the
- * start (no flags, captures, names or \\Q), and the rest's first item
- * does not look back at what precedes it (only a quantifier or a comment
- * followed by one would). So the tree is the start assertion, the head's
- * sets, then the items of "^" + rest + "$" after its start assertion, when
- * that parses as a sequence (no top-level "|"). `rests` keeps those parses;
- * anything else, errors included, is parsed whole.
+ * patternFacts(regexStr), with the work shared between patterns that differ
+ * only in a plain head: regexStr = head + rest, head made of PLAIN chars,
+ * rest starting with "(" (not "(?#"), "." or "[". The parser reads the head
+ * as one set node per char and leaves its state as at the start (no flags,
+ * captures, names or \\Q), and the rest's first item does not look back
+ * at what precedes it (only a quantifier or a comment followed by one
+ * would). So the tree is the start assertion, the head's sets, then the
+ * items of "^" + rest + "$" after its start assertion, when that parses as
+ * a sequence (no top-level "|"), and its facts follow from the rest's:
+ * prefix = head + the rest's prefix; a literal if the rest's is; required
+ * chars = the head's and the rest's; the same required run, found at the
+ * same items. `rests` keeps the rests' facts; anything else, errors
+ * included, is parsed whole.
  */
-export function parseSpecPattern(regexStr: string, rests: Map<string, { node: Node; atomic: boolean } | null>): { node: Node; atomic: boolean } {
+export function specPatternFacts(regexStr: string, rests: Map<string, PatternFacts | null>): PatternFacts {
   let h = 0;
   while (h < regexStr.length && regexStr.charCodeAt(h) < 0x80 && PLAIN[regexStr.charCodeAt(h)] === 1) h++;
   const r0 = regexStr.charCodeAt(h);
   if (h > 0 && (r0 === 0x2e || r0 === 0x5b || (r0 === 0x28 && !regexStr.startsWith("(?#", h)))) {
     const rest = regexStr.slice(h);
-    let iso = rests.get(rest);
-    if (iso === undefined) {
+    let rf = rests.get(rest);
+    if (rf === undefined) {
+      rf = null;
       try {
-        iso = parsePcre("^" + rest + "$", 1);
+        const iso = parsePcre("^" + rest + "$", 1);
         const n = iso.node;
-        if (n.t !== "seq" || n.items[0]!.t !== "assert" || n.items[0]!.kind !== "start") iso = null;
+        if (n.t === "seq" && n.items[0]!.t === "assert" && n.items[0]!.kind === "start") rf = factsOf(n, iso.atomic);
       } catch {
-        iso = null;
+        /* parsed whole below, for the error */
       }
-      rests.set(rest, iso);
+      rests.set(rest, rf);
     }
-    if (iso !== null) {
-      const items = (iso.node as { items: Node[] }).items;
-      const out: Node[] = new Array(h + items.length);
-      out[0] = items[0]!;
-      for (let i = 0; i < h; i++) out[1 + i] = CHAR_NODES[regexStr.charCodeAt(i)]!;
-      for (let i = 1; i < items.length; i++) out[h + i] = items[i]!;
-      return { node: { t: "seq", items: out }, atomic: iso.atomic };
+    if (rf !== null) {
+      const head = regexStr.slice(0, h);
+      const m = { lo: rf.reqLo, hi: rf.reqHi };
+      charMask(head, m);
+      const prefix = head + rf.prefix!;
+      return { prefix, literal: rf.literal === null ? null : prefix, reqLo: m.lo | 0, reqHi: m.hi | 0, need: rf.need, atomic: rf.atomic };
     }
   }
-  return parsePcre("^" + regexStr + "$", 1); // offsets in messages: in regexStr
+  return patternFacts(regexStr);
 }
 
-function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<string, { node: Node; atomic: boolean } | null>): void {
+function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<string, PatternFacts | null>): void {
   const text = data.toString("latin1");
   const lines = text.split("\n");
   if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
@@ -1360,23 +1391,20 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
       prefix = regexStr;
       charMask(regexStr, req);
     } else {
-      let node: Node;
       try {
-        let atomic: boolean;
-        ({ node, atomic } = parseSpecPattern(regexStr, rests));
+        const f = specPatternFacts(regexStr, rests);
         // The emitter refuses some atomic groups and possessive quantifiers:
         // emit and compile those now so that the error is reported here.
         // Every other tree emits without error.
-        if (atomic) re = new RegExp(new Emitter().emit(node));
+        if (f.atomic) re = new RegExp(new Emitter().emit(parsePcre("^" + regexStr + "$", 1).node));
+        ({ prefix, literal, need } = f);
+        req.lo = f.reqLo;
+        req.hi = f.reqHi;
       } catch (e) {
         if (e instanceof RegexRefused || e instanceof SyntaxError)
           throw new CfsError(`${file}:${lineno}: cannot use regex ${regexStr}: ${e.message}`);
         throw e;
       }
-      prefix = literalPrefix(node);
-      literal = isPureLiteral(node, prefix) ? prefix : null;
-      requiredChars(node, req);
-      need = requiredRun(node, prefix);
     }
     out.push({
       index: -1,
@@ -1938,7 +1966,7 @@ export function loadPolicy(readFile: (relPath: string) => Buffer | null): Selinu
     return null;
   }
   const specs: Spec[] = [];
-  const rests = new Map<string, { node: Node; atomic: boolean } | null>();
+  const rests = new Map<string, PatternFacts | null>();
   parseSpecFile(main, base, specs, rests);
   for (const suffix of [".homedirs", ".local"]) {
     const d = readFile(base + suffix);
