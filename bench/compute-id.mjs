@@ -1,33 +1,66 @@
 // compute-id on large trees against a C hashing floor (fsverity digest of
 // every file, two processes), mkfs.erofs (a C tool writing an EROFS from a
-// directory) and, when found, upstream mkcomposefs --print-digest-only.
-// Warm cache (one warm-up run), median of RUNS runs.
-// Usage: node bench/compute-id.mjs [DIR…]   (default /usr/share /usr; RUNS=3)
-import { CFSCTL, OUT, findPeer, measure, report } from "./lib.mjs";
+// directory) and, when found, upstream mkcomposefs --print-digest-only
+// (on PATH, in CFSCTL_PEERS, or /work/upstream-build/tools).
+//
+// Runs are interleaved (cfsctl, then each peer, RUNS times, after one
+// warm-up round) so that load from other work on a shared machine falls on
+// all of them alike; the table gives the median wall time, the best one,
+// the median CPU time (user + system, all threads: what load does not
+// inflate) and the peak RSS.
+// Usage: node bench/compute-id.mjs [DIR…]   (default /usr/share /usr; RUNS=5)
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import { CFSCTL, OUT, findPeer } from "./lib.mjs";
 
 const dirs = process.argv.slice(2).length ? process.argv.slice(2) : ["/usr/share", "/usr"];
-const runs = Number(process.env.RUNS ?? 3);
-const mkcomposefs = findPeer("mkcomposefs");
+const runs = Number(process.env.RUNS ?? 5);
+const upstreamBuild = "/work/upstream-build/tools/mkcomposefs";
+const mkcomposefs = findPeer("mkcomposefs") ?? (fs.existsSync(upstreamBuild) ? upstreamBuild : null);
 const mkfsErofs = findPeer("mkfs.erofs");
 const fsverity = findPeer("fsverity");
+
+function once(cmd) {
+  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S %M", "sh", "-c", cmd], { encoding: "utf8", maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  const [e, u, s, m] = r.stderr.trim().split("\n").pop().split(" ").map(Number);
+  return { wall: e, cpu: u + s, rssMB: m / 1024 };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
 for (const dir of dirs) {
-  console.log(`== ${dir}`);
-  const rows = [];
-  const ours = measure(`node ${CFSCTL} compute-id --selinux off ${dir} > /dev/null`, { runs });
-  rows.push({ name: "cfsctl compute-id", ...ours });
-  if (fsverity) {
-    const floor = measure(`find ${dir} -xdev -type f -print0 | xargs -0 -P2 ${fsverity} digest > /dev/null`, { runs });
-    rows.push({ name: "fsverity digest floor (-P2)", ...floor });
-    rows[0].ratio = ours.seconds / floor.seconds;
+  const rows = [{ name: "cfsctl compute-id", cmd: `node ${CFSCTL} compute-id --selinux off ${dir} > /dev/null` }];
+  if (fsverity) rows.push({ name: "fsverity digest floor (-P2)", cmd: `find ${dir} -xdev -type f -print0 | xargs -0 -P2 ${fsverity} digest > /dev/null`, floor: true });
+  if (mkcomposefs) rows.push({ name: "upstream mkcomposefs --print-digest-only", cmd: `${mkcomposefs} --print-digest-only ${dir} > /dev/null` });
+  if (mkfsErofs) rows.push({ name: "mkfs.erofs", cmd: `${mkfsErofs} --quiet ${OUT}/mkfs.img ${dir} > /dev/null` });
+  for (const r of rows) r.samples = [];
+  const load0 = os.loadavg()[0];
+  for (let i = 0; i <= runs; i++) {
+    for (const r of rows) {
+      const s = once(r.cmd);
+      if (i > 0) r.samples.push(s); // round 0 warms the page cache
+    }
   }
-  if (mkcomposefs) {
-    const c = measure(`${mkcomposefs} --print-digest-only ${dir} > /dev/null`, { runs });
-    rows.push({ name: "upstream mkcomposefs --print-digest-only", ...c, ratio: ours.seconds / c.seconds });
+  const load1 = os.loadavg()[0];
+  fs.rmSync(`${OUT}/mkfs.img`, { force: true });
+  console.log(`== ${dir}  (${runs} interleaved runs; load average ${load0.toFixed(1)} -> ${load1.toFixed(1)} on ${os.availableParallelism()} CPUs)`);
+  const ours = rows[0];
+  const stat = (r) => ({
+    wall: median(r.samples.map((s) => s.wall)),
+    best: Math.min(...r.samples.map((s) => s.wall)),
+    cpu: median(r.samples.map((s) => s.cpu)),
+    rss: Math.max(...r.samples.map((s) => s.rssMB)),
+  });
+  const o = stat(ours);
+  const w = Math.max(...rows.map((r) => r.name.length));
+  for (const r of rows) {
+    const s = stat(r);
+    const ratio = r === ours ? "" : `  cfsctl/this: wall ${(o.wall / s.wall).toFixed(2)}  cpu ${(o.cpu / s.cpu).toFixed(2)}`;
+    console.log(
+      `${r.name.padEnd(w)}  ${s.wall.toFixed(2)} s (best ${s.best.toFixed(2)})  cpu ${s.cpu.toFixed(2)} s  peak ${s.rss.toFixed(0)} MB${ratio}`,
+    );
   }
-  if (mkfsErofs) {
-    const e = measure(`${mkfsErofs} --quiet ${OUT}/mkfs.img ${dir} > /dev/null`, { runs });
-    rows.push({ name: "mkfs.erofs", ...e, ratio: ours.seconds / e.seconds });
-  }
-  report(rows);
-  console.log("(ratio: cfsctl time / peer time)");
+  if (!mkcomposefs) console.log("(upstream mkcomposefs not found: put its directory in CFSCTL_PEERS)");
 }

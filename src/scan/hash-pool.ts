@@ -13,6 +13,7 @@ import os from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { digestLength, type VerityAlgorithm } from "../fsverity/digest.js";
+import { hashBatch } from "./hash-batch.js";
 
 export interface HashJob {
   id: number;
@@ -96,6 +97,7 @@ export class HashPool {
   private wake: (() => void) | null = null;
   private failure: Error | null = null;
   private readonly onResult: HashCallback;
+  private readonly hashLen: number;
   private collected: Map<number, HashResult> | null = null;
 
   // The batch being filled.
@@ -127,28 +129,14 @@ export class HashPool {
       };
     }
     const url = workerUrl();
-    const hashLen = digestLength(alg);
+    this.hashLen = digestLength(alg);
     for (let i = 0; i < threads; i++) {
       // Workers only hash: small heaps keep the process's memory flat.
       const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       const slot: Slot = { worker, queued: 0 };
       worker.on("message", (r: HashBatchResult) => {
-        const digests = Buffer.from(r.digests.buffer, r.digests.byteOffset, r.digests.byteLength);
-        for (let k = 0; k < r.n; k++) {
-          const error = r.errors?.[k] ?? null;
-          this.onResult(
-            r.first + k,
-            error === null ? digests.subarray(k * hashLen, (k + 1) * hashLen) : null,
-            error,
-            r.errorPaths?.[k] ?? null,
-            r.tmps?.[k] ?? null,
-          );
-        }
-        this.done += r.n;
         slot.queued--;
-        this.inFlight--;
-        this.dispatch();
-        if (this.wake) this.wake();
+        this.receive(r);
       });
       worker.on("error", (e) => {
         this.failure = e;
@@ -156,6 +144,25 @@ export class HashPool {
       });
       this.slots.push(slot);
     }
+  }
+
+  private receive(r: HashBatchResult): void {
+    const hashLen = this.hashLen;
+    const digests = Buffer.from(r.digests.buffer, r.digests.byteOffset, r.digests.byteLength);
+    for (let k = 0; k < r.n; k++) {
+      const error = r.errors?.[k] ?? null;
+      this.onResult(
+        r.first + k,
+        error === null ? digests.subarray(k * hashLen, (k + 1) * hashLen) : null,
+        error,
+        r.errorPaths?.[k] ?? null,
+        r.tmps?.[k] ?? null,
+      );
+    }
+    this.done += r.n;
+    this.inFlight--;
+    this.dispatch();
+    if (this.wake) this.wake();
   }
 
   /** Queue a file (`base` + `path`); returns its id (0, 1, 2… in the order added). */
@@ -217,12 +224,25 @@ export class HashPool {
     }
   }
 
-  /** Wait for every file: each has had its onResult call (or, without one, the results by id). */
+  /**
+   * Wait for every file: each has had its onResult call (or, without one,
+   * the results by id). Batches no worker has room for are hashed here
+   * meanwhile: when the workers are behind (a tree of large files, or CPUs
+   * busy with other work), the main thread would otherwise only wait.
+   */
   async finish(): Promise<Map<number, HashResult>> {
     this.seal();
     try {
       while (!this.failure && this.done < this.nextId) {
         this.dispatch();
+        if (this.ready.length > 0) {
+          const b = this.ready.shift()!;
+          this.inFlight++;
+          this.receive(hashBatch(b));
+          // Let the workers' results in (and new batches out) between two.
+          await new Promise((r) => setImmediate(r));
+          continue;
+        }
         await new Promise<void>((resolve) => {
           this.wake = resolve;
         });

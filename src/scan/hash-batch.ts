@@ -1,0 +1,145 @@
+/**
+ * Hashing a batch of files (in a worker thread, or on the main thread when
+ * the walk is done and batches are still waiting): fs-verity digests of
+ * whole files and, when a repository is given, their copy into it. Memory
+ * stays flat however large the files are (1 MiB pieces); a file that
+ * changes while it is read is an error.
+ *
+ * Storing reads each file once: a file of up to 1 MiB is written from the
+ * bytes just hashed; a larger one is copied (reflinked where the filesystem
+ * can) after hashing and checked unchanged. Objects are written to
+ * temporary names only; the main thread makes them durable and renames
+ * them into place.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { threadId } from "node:worker_threads";
+import { FsVerityHasher, fsverityDigestSmallInto, digestLength, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
+import type { HashBatch, HashBatchResult } from "./hash-pool.js";
+
+const CHUNK = 1 << 20;
+const hashers = new Map<VerityAlgorithm, FsVerityHasher>();
+let tmpCounter = 0;
+/** The read buffer (1 MiB and a byte), allocated on first use. */
+let buf = Buffer.alloc(0);
+
+function hasher(alg: VerityAlgorithm): FsVerityHasher {
+  let h = hashers.get(alg);
+  if (!h) hashers.set(alg, (h = new FsVerityHasher(alg)));
+  return h.reset();
+}
+
+interface Job {
+  path: Buffer;
+  size: number;
+  ino: number;
+  mtimeMs: number;
+}
+
+/** Same file, same size, same mtime as the walk's lstat (plain fs.Stats on both sides: same rounding). */
+function unchanged(fd: number, job: Job, total: number): boolean {
+  const st = fs.fstatSync(fd);
+  // Beyond 2^53 an inode number is rounded: the same on both sides, but allow for it.
+  const ino = st.ino === job.ino || (job.ino > Number.MAX_SAFE_INTEGER && Math.abs(st.ino - job.ino) <= job.ino * 2 ** -52);
+  return total === job.size && st.size === job.size && ino && st.mtimeMs === job.mtimeMs;
+}
+
+class Failure {
+  constructor(readonly message: string) {}
+}
+
+/**
+ * Hash one file into `out` at `at`; returns the temporary copy's path when
+ * one was stored. Throws a Failure (or a system error) for a file that
+ * cannot be hashed.
+ */
+function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint8Array, at: number): string | null {
+  let fd = -1;
+  let tmp: string | null = null;
+  try {
+    fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    let total = 0;
+    let whole: boolean;
+    if (job.size < CHUNK) {
+      // One read of size + 1 bytes: a regular file reads short only at its
+      // end, so getting `size` bytes means the whole file (fstat below
+      // catches a file that grows after).
+      for (;;) {
+        const n = fs.readSync(fd, buf, total, job.size + 1 - total, null);
+        total += n;
+        if (n === 0 || total >= job.size) break;
+      }
+      if (total !== job.size) throw new Failure("changed while it was read");
+      whole = true;
+      if (total <= BLOCK_SIZE) fsverityDigestSmallInto(buf.subarray(0, total), alg, out, at);
+      else hasher(alg).update(buf.subarray(0, total)).digestInto(out, at);
+    } else {
+      whole = false;
+      const h = hasher(alg);
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, CHUNK, null);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+        total += n;
+      }
+      h.digestInto(out, at);
+    }
+    // Compared with what the walk saw: a file written to (or replaced)
+    // since then shows another size, inode or mtime.
+    if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
+    if (store === null) return null;
+
+    const hex = Buffer.from(out.buffer, out.byteOffset + at, digestLength(alg)).toString("hex");
+    const dir = path.join(store, hex.slice(0, 2));
+    if (fs.existsSync(path.join(dir, hex.slice(2)))) return null;
+    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    tmp = path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
+    if (whole) {
+      const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+      try {
+        let off = 0;
+        while (off < total) off += fs.writeSync(o, buf, off, total - off);
+      } finally {
+        fs.closeSync(o);
+      }
+    } else {
+      fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+      fs.chmodSync(tmp, 0o644);
+      if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
+    }
+    const done = tmp;
+    tmp = null;
+    return done;
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
+    if (tmp !== null) fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** Hash every file of a batch; the result's digests buffer is the batch's own (transferable). */
+export function hashBatch(b: HashBatch): HashBatchResult {
+  if (buf.length === 0) buf = Buffer.allocUnsafe(CHUNK + 1);
+  const n = b.ends.length;
+  const hashLen = digestLength(b.alg);
+  const digests = new Uint8Array(n * hashLen);
+  const paths = Buffer.from(b.paths.buffer, b.paths.byteOffset, b.paths.byteLength);
+  let errors: (string | null)[] | null = null;
+  let errorPaths: (string | null)[] | null = null;
+  let tmps: (string | null)[] | null = null;
+  let start = 0;
+  for (let i = 0; i < n; i++) {
+    const end = b.ends[i]!;
+    const job: Job = { path: paths.subarray(start, end), size: b.meta[3 * i]!, ino: b.meta[3 * i + 1]!, mtimeMs: b.meta[3 * i + 2]! };
+    start = end;
+    try {
+      const tmp = hashOne(job, b.alg, b.store, digests, i * hashLen);
+      if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const message = e instanceof Failure ? e.message : err.code ? `${err.code} (${err.syscall ?? "io"})` : String(err.message);
+      (errors ??= new Array<string | null>(n).fill(null))[i] = message;
+      (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
+    }
+  }
+  return { first: b.first, n, digests, errors, errorPaths, tmps };
+}
