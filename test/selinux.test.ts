@@ -507,7 +507,7 @@ describe("specPatternFacts", () => {
 
   it("gives the facts or the error of the whole pattern for tricky ones", () => {
     const heads = ["/a", "/b", "x", "/a-b", "/]}", "#", "/a*", "/a+", "/a?", "/a{2}", "/a\\.", "/a|b", "/a)", "/a^", "/a$", "/a\\Q", "/a(?i)"];
-    const rests = ["(/.*)?", ".*", "[^/]*", "(?#c)*", "(?#c)", "(?i)a", "(?i)*", "(*FAIL)", "(a|b)", ".|b", "(", ")", "[z-a]", ".**", ".*+", "(?<n>a)(?<n>b)", "(a)\\1", "[[:<:]]a", "(?=a)*", "(?>a*)+", "(?>a)b", ".\\Qa*\\E*", "(?x) a #c", ".{2,1}", "(?|a)", "[]a]", "(x)abc(y)de", "[a]bc", "(x)\\.so", ".$x"];
+    const rests = ["(/.*)?", ".*", "[^/]*", "(?#c)*", "(?#c)", "(?i)a", "(?i)*", "(*FAIL)", "(a|b)", ".|b", "(", ")", "[z-a]", ".**", ".*+", "(?<n>a)(?<n>b)", "(a)\\1", "[[:<:]]a", "(?=a)*", "(?>a*)+", "(?>a)b", ".\\Qa*\\E*", "(?x) a #c", ".{2,1}", "(?|a)", "[]a]", "(x)abc(y)de", "[a]bc", "(x)\\.so", ".$x", "\\.pid", "\\.log.*", "\\.(a|b)", "\\Qa", "\\Ea", "\\d", "\\1", "\\", "\\*", "\\.*+"];
     const cache = new Map();
     for (const h of heads)
       for (const r of rests) {

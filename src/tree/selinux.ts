@@ -1308,7 +1308,8 @@ export function patternFacts(regexStr: string): PatternFacts {
 /**
  * patternFacts(regexStr), with the work shared between patterns that differ
  * only in a plain head: regexStr = head + rest, head made of PLAIN chars,
- * rest starting with "(" (not "(?#"), "." or "[". The parser reads the head
+ * rest starting with "(" (not "(?#"), ".", "[" or a backslash and a char
+ * that is not a letter or digit (an escaped literal). The parser reads the head
  * as one set node per char and leaves its state as at the start (no flags,
  * captures, names or \\Q), and the rest's first item does not look back
  * at what precedes it (only a quantifier or a comment followed by one
@@ -1324,7 +1325,8 @@ export function specPatternFacts(regexStr: string, rests: Map<string, PatternFac
   let h = 0;
   while (h < regexStr.length && regexStr.charCodeAt(h) < 0x80 && PLAIN[regexStr.charCodeAt(h)] === 1) h++;
   const r0 = regexStr.charCodeAt(h);
-  if (h > 0 && (r0 === 0x2e || r0 === 0x5b || (r0 === 0x28 && !regexStr.startsWith("(?#", h)))) {
+  const r1 = regexStr.charCodeAt(h + 1); // NaN past the end
+  if (h > 0 && (r0 === 0x2e || r0 === 0x5b || (r0 === 0x28 && !regexStr.startsWith("(?#", h)) || (r0 === 0x5c && r1 < 0x80 && !isAlnum(r1)))) {
     const rest = regexStr.slice(h);
     let rf = rests.get(rest);
     if (rf === undefined) {
