@@ -122,7 +122,8 @@ const EMPTY = Buffer.alloc(0);
 const DOT = B(".");
 const DOTDOT = B("..");
 
-const NO_DIRENTS: WDirent[] = [];
+const NO_NAMES: Buffer[] = [];
+const NO_TARGETS: WNode[] = [];
 const NO_GROUPS: Array<[number, number]> = [];
 const NO_PAIRS: XattrPair[] = [];
 
@@ -135,7 +136,9 @@ class WNode {
   xattrs: Xattr[];
   budget: number;
   index = 0;
-  dirents: WDirent[] = NO_DIRENTS;
+  /** A directory's entries, `.` and `..` included, in name order: names and the inodes they point at. */
+  dnames: Buffer[] = NO_NAMES;
+  dtargets: WNode[] = NO_TARGETS;
   /** Per xattr (in sorted order): its pair, and whether this inode refers to it as shared. */
   pairs: XattrPair[] = NO_PAIRS;
   /** How many of this inode's pairs are referenced as shared (the first ones in key order, at most 128). */
@@ -178,13 +181,6 @@ class WNode {
   get nid(): number {
     return this.offset / SLOT_SIZE;
   }
-}
-
-interface WDirent {
-  name: Buffer;
-  target: WNode;
-  /** A hardlink entry (or `.`/`..`): not counted in the parent's nlink. */
-  link: boolean;
 }
 
 /** The node's own xattr list (the Xattr objects stay shared: replace one, never change it). */
@@ -484,13 +480,10 @@ interface XattrPair {
   count: number;
   /** Offset in the shared table, or -1. */
   offset: number;
-  index: number;
-  /** Where the name suffix starts in the key (after the prefix). */
-  suffixStart: number;
+  /** Prefix index, suffix start and filter bit of the key. */
+  ki: KeyInfo;
   /** Encoded entry size (4-byte aligned). */
   size: number;
-  /** Bit of the inode name filter. */
-  filterBit: number;
 }
 
 interface KeyInfo {
@@ -510,10 +503,8 @@ function newPair(key: Buffer, value: Buffer, ki: KeyInfo): XattrPair {
     value,
     count: 0,
     offset: -1,
-    index: ki.index,
-    suffixStart: ki.suffixStart,
+    ki,
     size: xattrEntrySize(key.length - ki.suffixStart, virtualLength(key, value)),
-    filterBit: ki.filterBit,
   };
 }
 
@@ -539,7 +530,7 @@ function buildNodes(root: Inode, version: number): WNode[] {
   const wroot = new WNode(root, null);
   wroot.parent = wroot;
   const order: WNode[] = [wroot];
-  const pending: Array<{ dirent: WDirent; inode: Inode }> = [];
+  const pending: Array<{ dir: WNode; slot: number; inode: Inode }> = [];
   rewriteNode(wroot, version);
   for (let qi = 0; qi < order.length; qi++) {
     const n = order[qi]!;
@@ -561,24 +552,32 @@ function buildNodes(root: Inode, version: number): WNode[] {
     while (dot < m && ents[dot]!.name[0]! < 0x2e) dot++;
     let dotdot = dot;
     while (dotdot < m && ents[dotdot]!.name[0] === 0x2e && ents[dotdot]!.name.length > 1 && ents[dotdot]!.name[1]! < 0x2e) dotdot++;
-    const dirents = new Array<WDirent>(m + 2);
-    dirents[dot] = { name: DOT, target: n, link: true };
-    dirents[dotdot + 1] = { name: DOTDOT, target: n.parent!, link: true };
+    const names = new Array<Buffer>(m + 2);
+    const targets = new Array<WNode>(m + 2);
+    names[dot] = DOT;
+    targets[dot] = n;
+    names[dotdot + 1] = DOTDOT;
+    targets[dotdot + 1] = n.parent!;
+    // nlink: 2 and one for each subdirectory (hardlinks and `.`/`..` do not count).
+    let nlink = 2;
     for (let k = 0; k < m; k++) {
       const e = ents[k]!;
       const slot = k < dot ? k : k < dotdot ? k + 1 : k + 2;
+      names[slot] = e.name;
       if (e.hardlink) {
-        const d: WDirent = { name: e.name, target: n, link: true };
-        pending.push({ dirent: d, inode: e.inode });
-        dirents[slot] = d;
+        targets[slot] = n; // until the primary entry is laid out
+        pending.push({ dir: n, slot, inode: e.inode });
         continue;
       }
       const child = new WNode(e.inode, n);
       if (extra === null || !extra.has(e.inode)) rewriteNode(child, version);
       order.push(child);
-      dirents[slot] = { name: e.name, target: child, link: false };
+      targets[slot] = child;
+      if (child.type === S_IFDIR) nlink++;
     }
-    n.dirents = dirents;
+    n.dnames = names;
+    n.dtargets = targets;
+    n.nlink = nlink;
   }
   setX(wroot, K_OPAQUE, B("y"));
   // Hardlink entries point at the inode laid out at its primary entry.
@@ -588,7 +587,7 @@ function buildNodes(root: Inode, version: number): WNode[] {
   for (const p of pending) {
     const target = byInode.get(p.inode);
     if (!target) throw new CfsError("cannot write file: Invalid argument (hardlink to an inode outside the tree)");
-    p.dirent.target = target;
+    p.dir.dtargets[p.slot] = target;
   }
   return order;
 }
@@ -598,9 +597,9 @@ function layoutDir(n: WNode): void {
   const groups: Array<[number, number]> = [];
   let size = 0;
   let first = 0;
-  const ds = n.dirents;
+  const ds = n.dnames;
   for (let i = 0; i < ds.length; i++) {
-    const len = DIRENT_SIZE + ds[i]!.name.length;
+    const len = DIRENT_SIZE + ds[i]!.length;
     if (size + len > BLOCK_SIZE) {
       groups.push([first, i]);
       first = i;
@@ -742,15 +741,6 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]!;
     n.index = i;
-    if (n.type === S_IFDIR) {
-      let nlink = 2;
-      for (const d of n.dirents) {
-        if (d.target.parent === n && d.target !== n && d.target.type === S_IFDIR && d.name !== DOT && d.name !== DOTDOT && !d.link) {
-          nlink++;
-        }
-      }
-      n.nlink = nlink;
-    }
     let xs = n.xattrs;
     if (xs.length > 1 && !isSorted(xs)) {
       if (xs === n.src.xattrs) xs = n.xattrs = xs.slice();
@@ -910,11 +900,11 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
 }
 
 function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
-  const suffixLen = e.key.length - e.suffixStart;
+  const suffixLen = e.key.length - e.ki.suffixStart;
   img[off] = suffixLen;
-  img[off + 1] = e.index;
+  img[off + 1] = e.ki.index;
   img.writeUInt16LE(virtualLength(e.key, e.value), off + 2);
-  copyInto(img, off + 4, e.key, e.suffixStart);
+  copyInto(img, off + 4, e.key, e.ki.suffixStart);
   writeValue(img, off + 4 + suffixLen, e.key, e.value);
   return off + e.size;
 }
@@ -922,23 +912,25 @@ function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
 function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number): void {
   let nameoff = DIRENT_SIZE * (b - a);
   let p = off;
+  const names = n.dnames;
+  const targets = n.dtargets;
   for (let i = a; i < b; i++) {
-    const d = n.dirents[i]!;
-    img.writeUInt32LE(d.target.nid, p); // nid, le64: the high half stays zero
+    const t = targets[i]!;
+    img.writeUInt32LE(t.nid, p); // nid, le64: the high half stays zero
     img.writeUInt16LE(nameoff & 0xffff, p + 8);
-    img[p + 10] = fileType(d.target.mode);
+    img[p + 10] = fileType(t.mode);
     p += DIRENT_SIZE;
-    nameoff += d.name.length;
+    nameoff += names[i]!.length;
   }
   for (let i = a; i < b; i++) {
-    const name = n.dirents[i]!.name;
+    const name = names[i]!;
     for (let j = 0; j < name.length; j++) img[p++] = name[j]!;
   }
 }
 
 function xattrFilter(n: WNode): number {
   let bits = 0;
-  for (const e of n.pairs) bits |= 1 << e.filterBit;
+  for (const e of n.pairs) bits |= 1 << e.ki.filterBit;
   return ~bits >>> 0;
 }
 
