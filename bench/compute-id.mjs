@@ -1,7 +1,7 @@
 // compute-id on large trees against a C hashing floor (fsverity digest of
 // every file, two processes), mkfs.erofs (a C tool writing an EROFS from a
 // directory) and, when found, upstream mkcomposefs --print-digest-only
-// (on PATH, in CFSCTL_PEERS, or /work/upstream-build/tools).
+// (on PATH or in CFSCTL_PEERS).
 //
 // Runs are interleaved (cfsctl, then each peer, RUNS times, after one
 // warm-up round) so that load from other work on a shared machine falls on
@@ -16,8 +16,7 @@ import { CFSCTL, OUT, findPeer } from "./lib.mjs";
 
 const dirs = process.argv.slice(2).length ? process.argv.slice(2) : ["/usr/share", "/usr"];
 const runs = Number(process.env.RUNS ?? 5);
-const upstreamBuild = "/work/upstream-build/tools/mkcomposefs";
-const mkcomposefs = findPeer("mkcomposefs") ?? (fs.existsSync(upstreamBuild) ? upstreamBuild : null);
+const mkcomposefs = findPeer("mkcomposefs");
 const mkfsErofs = findPeer("mkfs.erofs");
 const fsverity = findPeer("fsverity");
 

@@ -13,6 +13,7 @@ import { SCAN_INLINE_MAX } from "./mkcomposefs-scan.js";
 
 export interface ScannedTree {
   root: Inode;
+  /** With a store: the files copied to temporary names, to commit (store.ts). */
   external: ExternalFile[];
   /** The bytes of an external file, read from where it was scanned (its resolved path in the tree). */
   contentOf(inode: Inode, resolved: string): Buffer | null;

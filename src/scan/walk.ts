@@ -53,7 +53,7 @@ export interface ExternalFile {
 
 export interface WalkResult {
   root: Inode;
-  /** Regular files stored as objects, with the path they were read from. */
+  /** With a store: the files copied to temporary names (objects missing there); else none. */
   external: ExternalFile[];
   entries: number;
 }
@@ -262,7 +262,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     if (type === S_IFLNK) {
       let target: Buffer;
       try {
-        target = fs.readlinkSync(at, { encoding: "buffer" });
+        // As a latin1 string: the Buffer then comes from the shared pool.
+        target = Buffer.from(fs.readlinkSync(at, { encoding: "latin1" }), "latin1");
       } catch (e) {
         throw describeSystemError(e, show(path));
       }
@@ -419,11 +420,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     if (tmps) for (const t of tmps as (string | null | undefined)[]) if (t) fs.rmSync(t, { force: true });
     throw new CfsError(failure);
   }
-  const external: ExternalFile[] = new Array(files.length);
-  for (let i = 0; i < files.length; i++) {
-    const tmp = tmps?.[i];
-    external[i] = tmp ? { inode: files[i]!, tmp } : { inode: files[i]! };
-  }
+  const external: ExternalFile[] = [];
+  if (tmps) for (let i = 0; i < files.length; i++) if (tmps[i]) external.push({ inode: files[i]!, tmp: tmps[i]! });
   opts.onProgress?.(entries);
   return { root, external, entries };
 }
