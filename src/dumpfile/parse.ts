@@ -6,7 +6,8 @@
  * Deliberate difference: a DIGEST field must be exactly 64 hex digits (or `-`,
  * or empty); upstream silently uses uninitialised bytes for anything shorter.
  */
-import { CfsError } from "../util/errors.js";
+import fs from "node:fs";
+import { CfsError, describeSystemError } from "../util/errors.js";
 import {
   Inode,
   isValidFileType,
@@ -19,6 +20,12 @@ import {
   type Dirent,
 } from "../model/inode.js";
 import { DumpSyntaxError, hasEscape, unescape } from "./escape.js";
+
+/** Size of the reads of parseFd. */
+const READ_CHUNK = 1 << 20;
+
+/** Size of the chunks the tree's bytes are copied into. */
+const ARENA_CHUNK = 256 * 1024;
 
 /** Largest inline content a dumpfile may carry (LCFS_INLINE_CONTENT_MAX). */
 export const DUMP_INLINE_CONTENT_MAX = 5000;
@@ -193,6 +200,7 @@ export class DumpfileParser {
     let pos = 0;
     const len = data.length;
     this.nextNul = data.indexOf(0);
+    this.input = data;
     while (pos < len) {
       const nl = data.indexOf(0x0a, pos);
       this.lineNo++;
@@ -204,7 +212,58 @@ export class DumpfileParser {
       this.parseLineChecked(data, pos, nl);
       pos = nl + 1;
     }
-    return this.finish();
+    const root = this.finish();
+    this.input = null;
+    return root;
+  }
+
+  /**
+   * Parse a dumpfile read from a file descriptor a chunk at a time: the
+   * input is never whole in memory. `what` names the file in read errors.
+   */
+  parseFd(fd: number, what: string): Inode {
+    let buf = Buffer.alloc(READ_CHUNK);
+    let have = 0;
+    for (;;) {
+      if (have === buf.length) {
+        // One line longer than the buffer: make room for it.
+        const bigger = Buffer.alloc(buf.length * 2);
+        buf.copy(bigger, 0, 0, have);
+        buf = bigger;
+      }
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, have, buf.length - have, null);
+      } catch (e) {
+        throw describeSystemError(e, what);
+      }
+      if (n === 0) break;
+      const end = have + n;
+      this.input = buf;
+      this.nextNul = buf.subarray(0, end).indexOf(0);
+      // Every complete line in buf[0, end); the rest moves to the front.
+      let pos = 0;
+      for (;;) {
+        let nl = buf.indexOf(0x0a, pos);
+        if (nl >= end) nl = -1;
+        if (nl < 0) break;
+        this.lineNo++;
+        this.parseLineChecked(buf, pos, nl);
+        pos = nl + 1;
+      }
+      buf.copy(buf, 0, pos, end);
+      have = end - pos;
+    }
+    if (have > 0) {
+      this.lineNo++;
+      if (this.strict) this.fail("Missing trailing newline");
+      this.input = buf;
+      this.nextNul = buf.subarray(0, have).indexOf(0);
+      this.parseLineChecked(buf, 0, have);
+    }
+    const root = this.finish();
+    this.input = null;
+    return root;
   }
 
   /** Where the next NUL byte of the input is (-1: none), so lines need no scan of their own. */
@@ -293,7 +352,7 @@ export class DumpfileParser {
     if (isHardlink) {
       if (inode.isDir()) this.fail("Directories can't be hardlinked");
       const target = optionalField(buf, 8);
-      this.fixups.push({ ent: ent!, path: pb.subarray(ps, pe), target: target === null ? null : cstr(target), line: this.lineNo });
+      this.fixups.push({ ent: ent!, path: this.own(pb.subarray(ps, pe)), target: target === null ? null : this.own(cstr(target)), line: this.lineNo });
       return;
     }
 
@@ -366,7 +425,7 @@ export class DumpfileParser {
     if (type === S_IFLNK) {
       const target = payload === null ? null : cstr(payload);
       if (target === null || target.length === 0 || target.length >= PATH_MAX) this.fail("Invalid symlink");
-      inode.payload = target;
+      inode.payload = this.own(target);
       inode.size = smallBigInt(target.length);
       if (this.strict) {
         if (size !== BigInt(target.length)) {
@@ -378,13 +437,13 @@ export class DumpfileParser {
       if (payload !== null) {
         const pl = cstr(payload);
         if (pl.length >= PATH_MAX) this.fail("Invalid payload");
-        inode.payload = pl;
+        inode.payload = this.own(pl);
       }
       if (content !== null) {
         if (content.length > DUMP_INLINE_CONTENT_MAX) {
           this.fail(`Inline content size ${content.length} exceeds maximum ${DUMP_INLINE_CONTENT_MAX}`);
         }
-        inode.content = content;
+        inode.content = this.own(content);
       }
     }
 
@@ -452,7 +511,7 @@ export class DumpfileParser {
       dir = ent.inode;
     }
     if (!parentIsDir) this.fail(`Parent must be a directory for ${printable(path)}`);
-    this.lastParentBytes = pb.subarray(ps, parentEnd);
+    this.lastParentBytes = pb === this.input ? this.copyOut(pb, ps, parentEnd) : pb.subarray(ps, parentEnd);
     this.lastParentDir = dir!;
     return this.attach(dir!, pb, ps, pe, slash + 1, inode, isHardlink);
   }
@@ -467,12 +526,43 @@ export class DumpfileParser {
    */
   private readonly interned = new Map<string, Buffer>();
   private intern(b: Buffer): Buffer {
-    if (b.length > 128) return b;
+    if (b.length > 128) return this.own(b);
     const k = b.toString("latin1");
     const hit = this.interned.get(k);
     if (hit) return hit;
+    b = this.own(b);
     if (this.interned.size < 65536) this.interned.set(k, b);
     return b;
+  }
+
+  /**
+   * What the tree keeps (names, payloads, contents, xattrs) is copied out of
+   * the input into chunks of its own: the input, mostly numbers and digests
+   * in text, can go once it is parsed.
+   */
+  private input: Buffer | null = null;
+  private arena = Buffer.alloc(0);
+  private arenaPos = 0;
+
+  private copyOut(src: Buffer, s: number, e: number): Buffer {
+    const len = e - s;
+    if (this.arenaPos + len > this.arena.length) {
+      this.arena = Buffer.allocUnsafeSlow(Math.max(ARENA_CHUNK, len));
+      this.arenaPos = 0;
+    }
+    const a = this.arena;
+    const at = this.arenaPos;
+    if (len > 64) a.set(src.subarray(s, e), at);
+    else for (let i = 0; i < len; i++) a[at + i] = src[s + i]!;
+    this.arenaPos = at + len;
+    return a.subarray(at, at + len);
+  }
+
+  /** b itself, or its copy when it is a view of the input. */
+  private own(b: Buffer): Buffer {
+    const input = this.input;
+    if (input === null || b.buffer !== input.buffer) return b;
+    return this.copyOut(b, 0, b.length);
   }
 
   /** Shared BigInts for repeated mtimes. */
@@ -493,7 +583,8 @@ export class DumpfileParser {
     if (pb[nameStart] === 0x2e && (nameLen === 1 || (nameLen === 2 && pb[nameStart + 1] === 0x2e))) {
       this.fail(`Invalid . or .. in path: ${printable(pb.subarray(ps, pe))}`);
     }
-    const ent = dir.addEntry(pb.subarray(nameStart, pe), inode, isHardlink);
+    const name = pb === this.input ? this.copyOut(pb, nameStart, pe) : pb.subarray(nameStart, pe);
+    const ent = dir.addEntry(name, inode, isHardlink);
     if (!ent) this.fail(`Path ${printable(pb.subarray(ps, pe))} already exist`);
     return ent;
   }
@@ -536,4 +627,19 @@ function printable(b: Buffer): string {
 
 export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
   return new DumpfileParser(opts).parse(data);
+}
+
+/** Parse the dumpfile at `path`, read a chunk at a time (see parseFd). */
+export function parseDumpfileFile(path: string, opts: ParseOptions = {}): Inode {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, "r");
+  } catch (e) {
+    throw describeSystemError(e, `open ${path}`);
+  }
+  try {
+    return new DumpfileParser(opts).parseFd(fd, `open ${path}`);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

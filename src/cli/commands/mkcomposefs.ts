@@ -5,7 +5,7 @@
 import type { Command } from "commander";
 import fs from "node:fs";
 import { CfsError, describeSystemError } from "../../util/errors.js";
-import { parseDumpfile } from "../../dumpfile/parse.js";
+import { parseDumpfile, parseDumpfileFile } from "../../dumpfile/parse.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
 import { readInput, writeAllSync, writeStdout } from "../io.js";
@@ -72,8 +72,9 @@ export function registerMkcomposefs(program: Command): void {
       }
       let root: Inode;
       if (o.fromFile) {
-        const data = readInput(source);
-        root = parseDumpfile(data, { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source });
+        const popts = { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source };
+        // A file is read a chunk at a time (the tree keeps copies of what it needs).
+        root = source === "-" ? parseDumpfile(readInput(source), popts) : parseDumpfileFile(source, popts);
       } else {
         if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
         // Loaded only here: the scanner brings the xattr addon and the hashing workers.
