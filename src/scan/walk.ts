@@ -327,8 +327,11 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       name.copy(scratch, pre);
       const path = scratch.subarray(0, len);
       const at = rel === 0 ? path : scratch.subarray(rel, len);
-      const ascii = preAscii === null || NON_ASCII.test(str) ? null : preAscii + str;
-      const atAscii = ascii === null ? null : rel === 0 ? ascii : ascii.slice(rel);
+      // The whole path as a string when it is ASCII (for fs-xattr, which
+      // takes strings, and for chdir): built only where needed, since
+      // within the working directory the name alone will do.
+      const isAscii = preAscii !== null && !NON_ASCII.test(str);
+      const atAscii = !isAscii ? null : rel === pre ? str : rel === 0 ? preAscii + str : (preAscii + str).slice(rel);
       try {
         lstatMeta(m, at, wholeSeconds);
       } catch (e) {
@@ -363,6 +366,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         inode.size = BigInt(m.size);
         // Recurse right here: hardlink primaries are the first path in
         // depth-first, name-sorted order (as composefs-rs and composefs-info).
+        const ascii = isAscii ? preAscii + str : null;
         if (rel !== 0 && ascii !== null) {
           enter(atAscii!, path);
           try {
