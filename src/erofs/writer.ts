@@ -125,7 +125,6 @@ const DOTDOT = B("..");
 const NO_NAMES: Buffer[] = [];
 const NO_TARGETS: WNode[] = [];
 const NO_GROUPS: Array<[number, number]> = [];
-const NO_PAIRS: XattrPair[] = [];
 
 /** An inode as it will be written: the rewritten copy of a tree inode. */
 class WNode {
@@ -139,8 +138,9 @@ class WNode {
   /** A directory's entries, `.` and `..` included, in name order: names and the inodes they point at. */
   dnames: Buffer[] = NO_NAMES;
   dtargets: WNode[] = NO_TARGETS;
-  /** Per xattr (in sorted order): its pair, and whether this inode refers to it as shared. */
-  pairs: XattrPair[] = NO_PAIRS;
+  /** This inode's pairs, one per xattr in key order: flat[pairStart, pairStart + pairCount). */
+  pairStart = 0;
+  pairCount = 0;
   /** How many of this inode's pairs are referenced as shared (the first ones in key order, at most 128). */
   nShared = 0;
   nBlocks = 0;
@@ -409,8 +409,20 @@ function cmpShared(a: XattrPair, b: XattrPair): number {
  * compared exactly on a hash hit.
  */
 class PairTable {
-  private readonly byHash = new Map<number, XattrPair | XattrPair[]>();
+  /** Open addressing: slot -> index in `all` + 1 (0: empty), and the pair's hash. */
+  private slots: Int32Array;
+  private hashes: Int32Array;
+  private mask: number;
   readonly all: XattrPair[] = [];
+
+  /** expected: how many lookups at most (the table never fills past half). */
+  constructor(expected: number) {
+    let cap = 16;
+    while (cap < expected * 2) cap *= 2;
+    this.slots = new Int32Array(cap);
+    this.hashes = new Int32Array(cap);
+    this.mask = cap - 1;
+  }
 
   /** The last keys seen, by object: an image has few distinct keys, mostly shared objects. */
   private readonly recentKeys: Buffer[] = [];
@@ -432,26 +444,23 @@ class PairTable {
 
   get(key: Buffer, value: Buffer): XattrPair {
     const ki = this.keyInfo(key);
-    // 30 bits: small-integer keys, no boxed number per lookup.
-    const h = hashBytes(value, ki.hash) & 0x3fffffff;
-    const hit = this.byHash.get(h);
-    if (hit === undefined) {
-      const e = newPair(key, value, ki);
-      this.byHash.set(h, e);
-      this.all.push(e);
-      return e;
+    const h = hashBytes(value, ki.hash);
+    const slots = this.slots;
+    const mask = this.mask;
+    let i = (h ^ (h >>> 15)) & mask;
+    for (;;) {
+      const s = slots[i]!;
+      if (s === 0) break;
+      if (this.hashes[i] === h) {
+        const e = this.all[s - 1]!;
+        if (samePair(e, key, value)) return e;
+      }
+      i = (i + 1) & mask;
     }
-    if (!Array.isArray(hit)) {
-      if (samePair(hit, key, value)) return hit;
-      const e = newPair(key, value, ki);
-      this.byHash.set(h, [hit, e]);
-      this.all.push(e);
-      return e;
-    }
-    for (const e of hit) if (samePair(e, key, value)) return e;
     const e = newPair(key, value, ki);
-    hit.push(e);
     this.all.push(e);
+    slots[i] = this.all.length;
+    this.hashes[i] = h;
     return e;
   }
 }
@@ -755,14 +764,19 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   }
 
   // Shared xattrs: every (key, value) pair used by two or more inodes.
-  const pairs = new PairTable();
+  let nPairRefs = 0;
+  for (const n of nodes) nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
+  const pairs = new PairTable(nPairRefs);
+  const flat = new Array<XattrPair>(nPairRefs);
+  let nextRef = 0;
   for (const n of nodes) {
     const xs = n.xattrs;
     let v = n.virtual;
     const total = xs.length + (v & 1) + (v >> 1);
     if (total === 0) continue;
     // The sorted xattrs, with metacopy and redirect merged in at their place.
-    const ps = new Array<XattrPair>(total);
+    n.pairStart = nextRef;
+    n.pairCount = total;
     let i = 0;
     for (let k = 0; k < total; k++) {
       let e: XattrPair;
@@ -780,9 +794,8 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
         e = pairs.get(x.key, x.value);
       }
       e.count++;
-      ps[k] = e;
+      flat[nextRef++] = e;
     }
-    n.pairs = ps;
   }
   const sharedList = pairs.all.filter((e) => e.count > 1);
   for (const e of sharedList) materialize(e);
@@ -809,8 +822,8 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     let nShared = 0;
     let unsharedSize = 0;
-    for (let i = 0; i < n.pairs.length; i++) {
-      const e = n.pairs[i]!;
+    for (let i = n.pairStart; i < n.pairStart + n.pairCount; i++) {
+      const e = flat[i]!;
       // At most 128 shared references per inode; the rest are written inline.
       if (e.count > 1 && nShared < MAX_SHARED_REFS) nShared++;
       else unsharedSize += e.size;
@@ -861,7 +874,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   for (const n of nodes) {
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     const at = win.at(n.offset, isize + n.xattrSize + n.tail);
-    nextBlock = writeInode(win.buf, at, n, sharedBase, nextBlock);
+    nextBlock = writeInode(win.buf, at, n, flat, sharedBase, nextBlock);
   }
 
   // Shared xattr table.
@@ -928,14 +941,14 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
   }
 }
 
-function xattrFilter(n: WNode): number {
+function xattrFilter(n: WNode, flat: XattrPair[]): number {
   let bits = 0;
-  for (const e of n.pairs) bits |= 1 << e.ki.filterBit;
+  for (let i = n.pairStart; i < n.pairStart + n.pairCount; i++) bits |= 1 << flat[i]!.ki.filterBit;
   return ~bits >>> 0;
 }
 
 /** Write one inode at img[at]; its data blocks (if any) start at nextBlock. Returns the next free block. */
-function writeInode(img: Buffer, at: number, n: WNode, sharedBase: number, nextBlock: number): number {
+function writeInode(img: Buffer, at: number, n: WNode, flat: XattrPair[], sharedBase: number, nextBlock: number): number {
   const type = n.type;
   let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
   let size: bigint;
@@ -966,12 +979,14 @@ function writeInode(img: Buffer, at: number, n: WNode, sharedBase: number, nextB
   encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, n.index, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
   let p = at + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
-    img.writeUInt32LE(xattrFilter(n), p);
+    img.writeUInt32LE(xattrFilter(n, flat), p);
     img[p + 4] = n.nShared;
     p += XATTR_IBODY_HEADER_SIZE;
     // The first nShared shared pairs in key order are referenced by id, the rest inline.
     let refs = 0;
-    for (const e of n.pairs) {
+    const end = n.pairStart + n.pairCount;
+    for (let i = n.pairStart; i < end; i++) {
+      const e = flat[i]!;
       if (e.count > 1 && refs < n.nShared) {
         img.writeUInt32LE((sharedBase + e.offset) / 4, p);
         p += 4;
@@ -979,7 +994,8 @@ function writeInode(img: Buffer, at: number, n: WNode, sharedBase: number, nextB
       }
     }
     refs = 0;
-    for (const e of n.pairs) {
+    for (let i = n.pairStart; i < end; i++) {
+      const e = flat[i]!;
       if (e.count > 1 && refs < n.nShared) refs++;
       else p = writeXattrEntry(img, p, e);
     }
