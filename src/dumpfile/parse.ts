@@ -12,6 +12,7 @@ import {
   Inode,
   isValidFileType,
   MAX_NAME_LENGTH,
+  NO_XATTRS,
   PATH_MAX,
   S_IFBLK,
   S_IFCHR,
@@ -344,7 +345,7 @@ export class DumpfileParser {
     const mode = low32(modeV);
     if (!isValidFileType(mode)) this.fail(`Invalid mode ${mode.toString(8)}`);
     const type = mode & S_IFMT;
-    const inode = new Inode(mode);
+    const inode = new Inode(mode, NO_XATTRS);
 
     const ent = this.addNode(pb, ps, pe, inode, isHardlink);
     err = null;

@@ -31,6 +31,14 @@ export interface Xattr {
   value: Buffer;
 }
 
+/**
+ * A shared, frozen empty xattr list for inodes that have none (a parsed tree
+ * has one inode a line: an empty array each is memory for nothing).
+ * setXattr replaces it with a list of the inode's own; code that pushes onto
+ * `xattrs` directly must give the inode its own list first.
+ */
+export const NO_XATTRS: Xattr[] = Object.freeze([]) as unknown as Xattr[];
+
 export interface Dirent {
   name: Buffer;
   inode: Inode;
@@ -70,14 +78,16 @@ export class Inode {
   content: Buffer | null = null;
   /** fs-verity digest of an external file's data. */
   digest: Buffer | null = null;
-  xattrs: Xattr[] = [];
+  xattrs: Xattr[];
   /** Running estimate of the xattr space, as lcfs_node_set_xattr keeps it. */
   xattrBudgetUsed = 0;
   /** Sorted entries of a directory; null for every other type. */
   entries: Dirent[] | null;
 
-  constructor(mode: number) {
+  /** xattrs: the inode's own list (NO_XATTRS: none yet, see there). */
+  constructor(mode: number, xattrs: Xattr[] = []) {
     this.mode = mode >>> 0;
+    this.xattrs = xattrs;
     this.entries = (mode & S_IFMT) === S_IFDIR ? [] : null;
   }
 
@@ -101,6 +111,7 @@ export class Inode {
    * the first also the 12-byte header. Returns false when over budget.
    */
   setXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
+    if (this.xattrs === NO_XATTRS) this.xattrs = [];
     const used = setXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
     if (used < 0) return false;
     this.xattrBudgetUsed = used;
