@@ -122,9 +122,14 @@ const EMPTY = Buffer.alloc(0);
 const DOT = B(".");
 const DOTDOT = B("..");
 
-const NO_NAMES: Buffer[] = [];
-const NO_TARGETS: WNode[] = [];
-const NO_GROUPS: Array<[number, number]> = [];
+/** What only a directory has. */
+interface DirData {
+  /** Entries, `.` and `..` included, in name order: names and the inodes they point at. */
+  names: Buffer[];
+  targets: WNode[];
+  /** Dirent groups: [start, end) indexes of each block, the inline tail last. */
+  groups: Array<[number, number]>;
+}
 
 /** An inode as it will be written: the rewritten copy of a tree inode. */
 class WNode {
@@ -134,10 +139,8 @@ class WNode {
   /** Rewritten xattrs, with upstream's running budget estimate. */
   xattrs: Xattr[];
   budget: number;
-  index = 0;
   /** A directory's entries, `.` and `..` included, in name order: names and the inodes they point at. */
-  dnames: Buffer[] = NO_NAMES;
-  dtargets: WNode[] = NO_TARGETS;
+  dir: DirData | null = null;
   /** This inode's pairs, one per xattr in key order: flat[pairStart, pairStart + pairCount). */
   pairStart = 0;
   pairCount = 0;
@@ -148,9 +151,6 @@ class WNode {
   compact = false;
   xattrSize = 0;
   offset = 0;
-  /** Dirent groups: [start, end) indexes of each block, the inline tail last. */
-  groups: Array<[number, number]> = NO_GROUPS;
-  chunkBits = 0;
   chunkCount = 0;
   /** mode & S_IFMT. */
   type: number;
@@ -173,7 +173,6 @@ class WNode {
     this.external = this.type === S_IFREG && this.size > 0n && src.content === null;
     if (this.external) {
       const c = chunking(this.size);
-      this.chunkBits = c.chunkBits;
       this.chunkCount = c.chunkCount;
     }
   }
@@ -584,8 +583,7 @@ function buildNodes(root: Inode, version: number): WNode[] {
       targets[slot] = child;
       if (child.type === S_IFDIR) nlink++;
     }
-    n.dnames = names;
-    n.dtargets = targets;
+    n.dir = { names, targets, groups: [] };
     n.nlink = nlink;
   }
   setX(wroot, K_OPAQUE, B("y"));
@@ -596,7 +594,7 @@ function buildNodes(root: Inode, version: number): WNode[] {
   for (const p of pending) {
     const target = byInode.get(p.inode);
     if (!target) throw new CfsError("cannot write file: Invalid argument (hardlink to an inode outside the tree)");
-    p.dir.dtargets[p.slot] = target;
+    p.dir.dir!.targets[p.slot] = target;
   }
   return order;
 }
@@ -606,7 +604,7 @@ function layoutDir(n: WNode): void {
   const groups: Array<[number, number]> = [];
   let size = 0;
   let first = 0;
-  const ds = n.dnames;
+  const ds = n.dir!.names;
   for (let i = 0; i < ds.length; i++) {
     const len = DIRENT_SIZE + ds[i]!.length;
     if (size + len > BLOCK_SIZE) {
@@ -617,7 +615,7 @@ function layoutDir(n: WNode): void {
     size += len;
   }
   groups.push([first, ds.length]);
-  n.groups = groups;
+  n.dir!.groups = groups;
   n.nBlocks = groups.length - 1;
   n.tail = size;
   // As a heuristic upstream never inlines more than half a block.
@@ -749,7 +747,6 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   let hasAcl = false;
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]!;
-    n.index = i;
     let xs = n.xattrs;
     if (xs.length > 1 && !isSorted(xs)) {
       if (xs === n.src.xattrs) xs = n.xattrs = xs.slice();
@@ -871,10 +868,11 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   // Inodes, handing out data blocks in the order they are written below.
   let nextBlock = dataStart / BLOCK_SIZE;
   const sharedBase = inodesEnd % BLOCK_SIZE;
-  for (const n of nodes) {
+  for (let ino = 0; ino < nodes.length; ino++) {
+    const n = nodes[ino]!;
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     const at = win.at(n.offset, isize + n.xattrSize + n.tail);
-    nextBlock = writeInode(win.buf, at, n, flat, sharedBase, nextBlock);
+    nextBlock = writeInode(win.buf, at, n, ino, flat, sharedBase, nextBlock);
   }
 
   // Shared xattr table.
@@ -890,7 +888,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   for (const n of nodes) {
     if (n.type === S_IFDIR) {
       for (let g = 0; g < n.nBlocks; g++) {
-        const [a, b] = n.groups[g]!;
+        const [a, b] = n.dir!.groups[g]!;
         const at = win.at(block, BLOCK_SIZE);
         writeDirents(win.buf, at, n, a, b);
         block += BLOCK_SIZE;
@@ -925,8 +923,8 @@ function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
 function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number): void {
   let nameoff = DIRENT_SIZE * (b - a);
   let p = off;
-  const names = n.dnames;
-  const targets = n.dtargets;
+  const names = n.dir!.names;
+  const targets = n.dir!.targets;
   for (let i = a; i < b; i++) {
     const t = targets[i]!;
     img.writeUInt32LE(t.nid, p); // nid, le64: the high half stays zero
@@ -948,7 +946,7 @@ function xattrFilter(n: WNode, flat: XattrPair[]): number {
 }
 
 /** Write one inode at img[at]; its data blocks (if any) start at nextBlock. Returns the next free block. */
-function writeInode(img: Buffer, at: number, n: WNode, flat: XattrPair[], sharedBase: number, nextBlock: number): number {
+function writeInode(img: Buffer, at: number, n: WNode, ino: number, flat: XattrPair[], sharedBase: number, nextBlock: number): number {
   const type = n.type;
   let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
   let size: bigint;
@@ -972,11 +970,11 @@ function writeInode(img: Buffer, at: number, n: WNode, flat: XattrPair[], shared
     if (n.external) {
       layout = LAYOUT_CHUNK_BASED;
       // i_u is a union: the chunk format overwrites its low 16 bits.
-      u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
+      u = ((u & 0xffff0000) | (chunking(n.size).chunkBits - 12)) >>> 0;
     }
   }
   const xattrIcount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
-  encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, n.index, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
+  encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, ino, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
   let p = at + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
     img.writeUInt32LE(xattrFilter(n, flat), p);
@@ -1003,7 +1001,8 @@ function writeInode(img: Buffer, at: number, n: WNode, flat: XattrPair[], shared
   // The inline tail.
   if (type === S_IFDIR) {
     if (n.tail > 0) {
-      const [a, b] = n.groups[n.groups.length - 1]!;
+      const groups = n.dir!.groups;
+      const [a, b] = groups[groups.length - 1]!;
       writeDirents(img, p, n, a, b);
     }
   } else if (type === S_IFLNK) {
