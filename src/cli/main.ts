@@ -3,7 +3,7 @@
  * contract of CLI.md (stdout data only; `cfsctl: error: …` and exit 1 on a
  * failure; usage and exit 2 on a usage error; never a stack trace).
  */
-import { Command, CommanderError } from "commander";
+import type { Command } from "commander";
 import { CfsError } from "../util/errors.js";
 import { VERSION } from "./version.js";
 
@@ -45,6 +45,8 @@ export interface GlobalOptions {
 }
 
 export async function buildProgram(args: string[] = []): Promise<Command> {
+  // Loaded here, not at start-up: plain `mkcomposefs` lines never need it.
+  const { Command } = await import("commander");
   const program = new Command();
   program
     .name("cfsctl")
@@ -84,9 +86,25 @@ export async function main(argv: string[]): Promise<void> {
       throw e;
     });
   }
-  const program = await buildProgram(argv.slice(2));
+  const args = argv.slice(2);
+  if (args[0] === "mkcomposefs") {
+    // The hot path of image builds: plain arguments run without commander
+    // (anything else, help included, goes through it below).
+    const m = await import("./commands/mkcomposefs.js");
+    const plain = m.plainMkcomposefsArgs(args.slice(1));
+    if (plain) {
+      await settle(() => m.runMkcomposefs(plain.source, plain.image, plain.opts));
+      return;
+    }
+  }
+  const program = await buildProgram(args);
+  await settle(() => program.parseAsync(argv));
+}
+
+/** Run the command; a failure sets the exit code (and ends the process now). */
+async function settle(run: () => Promise<unknown>): Promise<void> {
   try {
-    await program.parseAsync(argv);
+    await run();
   } catch (e) {
     const code = exitCodeFor(e);
     // A failure ends the process now: a helper process or a pending stream
@@ -96,8 +114,13 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
+/** A CommanderError, known without loading commander. */
+function isCommanderError(e: unknown): e is Error & { code: string } {
+  return e instanceof Error && typeof (e as { code?: unknown }).code === "string" && (e as unknown as { code: string }).code.startsWith("commander.");
+}
+
 function exitCodeFor(e: unknown): number {
-  if (e instanceof CommanderError) {
+  if (isCommanderError(e)) {
     if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
     return 2; // commander already printed the message and the usage
   }

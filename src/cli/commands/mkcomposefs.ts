@@ -11,7 +11,7 @@ import type { Inode } from "../../model/inode.js";
 import { readInput, writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 
-interface Opts {
+export interface Opts {
   fromFile?: boolean;
   digestStore?: string;
   printDigest?: boolean;
@@ -51,54 +51,112 @@ export function registerMkcomposefs(program: Command): void {
       "after",
       "\nExamples:\n  cfsctl mkcomposefs --from-file image.dump image.cfs\n  cfsctl mkcomposefs --print-digest-only /srv/rootfs\n",
     )
-    .action(async (source: string, image: string | undefined, o: Opts) => {
-      let minVersion = 0;
-      let maxVersion = 1;
-      if (o.minVersion !== undefined || o.maxVersion !== undefined) {
-        // Upstream: naming either flag makes the other default to 0.
-        minVersion = o.minVersion !== undefined ? parseVersion(o.minVersion, "min") : 0;
-        maxVersion = o.maxVersion !== undefined ? parseVersion(o.maxVersion, "max") : 0;
-      }
-      let threads: number | undefined;
-      if (o.threads !== undefined) {
-        if (!/^\d+$/.test(o.threads) || Number(o.threads) <= 0) throw new CfsError(`Invalid threads count ${o.threads}`);
-        threads = Number(o.threads);
-      }
-      if (source === "") throw new CfsError("Empty source path specified");
-      if (o.printDigestOnly) {
-        if (image !== undefined) throw new UsageError("Cannot specify destination path with --print-digest-only");
-      } else if (image === undefined) {
-        throw new UsageError("No destination path specified");
-      }
-      let root: Inode;
-      if (o.fromFile) {
-        const popts = { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source };
-        // A file is read a chunk at a time (the tree keeps copies of what it needs).
-        root = source === "-" ? parseDumpfile(readInput(source), popts) : parseDumpfileFile(source, popts);
-      } else {
-        if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
-        // Loaded only here: the scanner brings the xattr addon and the hashing workers.
-        const { scanForMkcomposefs } = await import("../../scan/mkcomposefs-scan.js");
-        root = await scanForMkcomposefs(source, {
-          useEpoch: !!o.useEpoch,
-          skipDevices: !!o.skipDevices,
-          skipXattrs: !!o.skipXattrs,
-          userXattrs: !!o.userXattrs,
-          digestStore: o.digestStore,
-          threads,
-        });
-      }
-      let hash: ((chunk: Buffer) => void) | null = null;
-      let digest: (() => Buffer) | null = null;
-      if (o.printDigest || o.printDigestOnly) {
-        const { FsVerityHasher } = await import("../../fsverity/digest.js");
-        const hasher = new FsVerityHasher("sha256");
-        hash = (chunk) => hasher.update(chunk);
-        digest = () => hasher.digest();
-      }
-      writeImageFile(root, { minVersion, maxVersion }, o.printDigestOnly ? null : image!, hash);
-      if (digest) writeStdout(digest().toString("hex") + "\n");
+    .action(runMkcomposefs);
+}
+
+/** Flags without a value, by name, and the options with one. */
+const FLAGS: Record<string, keyof Opts> = {
+  "--from-file": "fromFile",
+  "--print-digest": "printDigest",
+  "--print-digest-only": "printDigestOnly",
+  "--use-epoch": "useEpoch",
+  "--skip-devices": "skipDevices",
+  "--skip-xattrs": "skipXattrs",
+  "--user-xattrs": "userXattrs",
+};
+const VALUED: Record<string, keyof Opts> = {
+  "--digest-store": "digestStore",
+  "--min-version": "minVersion",
+  "--max-version": "maxVersion",
+  "--threads": "threads",
+};
+
+/**
+ * The arguments after `mkcomposefs` when they are plain (known long options,
+ * `--opt=value` or `--opt value`, one or two operands): what commander would
+ * make of them, without loading it. null for anything else (help, short or
+ * unknown options, `--`, a value that looks like an option, a wrong number
+ * of operands), which commander then handles with its own messages.
+ */
+export function plainMkcomposefsArgs(args: string[]): { source: string; image: string | undefined; opts: Opts } | null {
+  const opts: Opts = {};
+  const operands: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "-" || !a.startsWith("-")) {
+      operands.push(a);
+      continue;
+    }
+    const flag = FLAGS[a];
+    if (flag !== undefined && Object.hasOwn(FLAGS, a)) {
+      (opts as Record<string, unknown>)[flag] = true;
+      continue;
+    }
+    const eq = a.indexOf("=");
+    const name = eq < 0 ? a : a.slice(0, eq);
+    if (!Object.hasOwn(VALUED, name)) return null;
+    let value: string;
+    if (eq >= 0) value = a.slice(eq + 1);
+    else {
+      const next = args[i + 1];
+      if (next === undefined || next.startsWith("-")) return null;
+      value = next;
+      i++;
+    }
+    (opts as Record<string, unknown>)[VALUED[name]!] = value;
+  }
+  if (operands.length < 1 || operands.length > 2) return null;
+  return { source: operands[0]!, image: operands[1], opts };
+}
+
+/** The command itself (upstream tools/mkcomposefs.c main). */
+export async function runMkcomposefs(source: string, image: string | undefined, o: Opts): Promise<void> {
+  let minVersion = 0;
+  let maxVersion = 1;
+  if (o.minVersion !== undefined || o.maxVersion !== undefined) {
+    // Upstream: naming either flag makes the other default to 0.
+    minVersion = o.minVersion !== undefined ? parseVersion(o.minVersion, "min") : 0;
+    maxVersion = o.maxVersion !== undefined ? parseVersion(o.maxVersion, "max") : 0;
+  }
+  let threads: number | undefined;
+  if (o.threads !== undefined) {
+    if (!/^\d+$/.test(o.threads) || Number(o.threads) <= 0) throw new CfsError(`Invalid threads count ${o.threads}`);
+    threads = Number(o.threads);
+  }
+  if (source === "") throw new CfsError("Empty source path specified");
+  if (o.printDigestOnly) {
+    if (image !== undefined) throw new UsageError("Cannot specify destination path with --print-digest-only");
+  } else if (image === undefined) {
+    throw new UsageError("No destination path specified");
+  }
+  let root: Inode;
+  if (o.fromFile) {
+    const popts = { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source };
+    // A file is read a chunk at a time (the tree keeps copies of what it needs).
+    root = source === "-" ? parseDumpfile(readInput(source), popts) : parseDumpfileFile(source, popts);
+  } else {
+    if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
+    // Loaded only here: the scanner brings the xattr addon and the hashing workers.
+    const { scanForMkcomposefs } = await import("../../scan/mkcomposefs-scan.js");
+    root = await scanForMkcomposefs(source, {
+      useEpoch: !!o.useEpoch,
+      skipDevices: !!o.skipDevices,
+      skipXattrs: !!o.skipXattrs,
+      userXattrs: !!o.userXattrs,
+      digestStore: o.digestStore,
+      threads,
     });
+  }
+  let hash: ((chunk: Buffer) => void) | null = null;
+  let digest: (() => Buffer) | null = null;
+  if (o.printDigest || o.printDigestOnly) {
+    const { FsVerityHasher } = await import("../../fsverity/digest.js");
+    const hasher = new FsVerityHasher("sha256");
+    hash = (chunk) => hasher.update(chunk);
+    digest = () => hasher.digest();
+  }
+  writeImageFile(root, { minVersion, maxVersion }, o.printDigestOnly ? null : image!, hash);
+  if (digest) writeStdout(digest().toString("hex") + "\n");
 }
 
 /**
