@@ -397,8 +397,8 @@ export class DumpfileParser {
       inode.mtimeNsec = low32(nsec);
     }
 
-    const payload = optionalField(buf, 8);
-    const content = optionalField(buf, 9);
+    const payload = this.ownedField(buf, 8);
+    const content = this.ownedField(buf, 9);
     if (content !== null && BigInt(content.length) !== size) {
       this.fail(`Invalid content size ${content.length}, must match size ${BigInt.asIntN(64, size)}`);
     }
@@ -426,7 +426,7 @@ export class DumpfileParser {
     if (type === S_IFLNK) {
       const target = payload === null ? null : cstr(payload);
       if (target === null || target.length === 0 || target.length >= PATH_MAX) this.fail("Invalid symlink");
-      inode.payload = this.own(target);
+      inode.payload = target;
       inode.size = smallBigInt(target.length);
       if (this.strict) {
         if (size !== BigInt(target.length)) {
@@ -438,13 +438,13 @@ export class DumpfileParser {
       if (payload !== null) {
         const pl = cstr(payload);
         if (pl.length >= PATH_MAX) this.fail("Invalid payload");
-        inode.payload = this.own(pl);
+        inode.payload = pl;
       }
       if (content !== null) {
         if (content.length > DUMP_INLINE_CONTENT_MAX) {
           this.fail(`Inline content size ${content.length} exceeds maximum ${DUMP_INLINE_CONTENT_MAX}`);
         }
-        inode.content = this.own(content);
+        inode.content = content;
       }
     }
 
@@ -461,8 +461,8 @@ export class DumpfileParser {
       if (sp < 0 || sp > end) sp = end;
       const eq = buf.indexOf(0x3d, p);
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
-      const key = this.intern(cstr(unescape(buf, p, eq)));
-      const value = this.intern(unescape(buf, eq + 1, sp));
+      const key = hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
+      const value = hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
       if (!inode.setXattr(key, value)) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
@@ -534,6 +534,26 @@ export class DumpfileParser {
     b = this.own(b);
     if (this.interned.size < 65536) this.interned.set(k, b);
     return b;
+  }
+
+  /** intern(buf[s, e)) without a Buffer for the range when the bytes are known already. */
+  private internRange(buf: Buffer, s: number, e: number): Buffer {
+    if (e - s > 128) return this.own(buf.subarray(s, e));
+    const k = buf.toString("latin1", s, e);
+    const hit = this.interned.get(k);
+    if (hit) return hit;
+    const b = buf === this.input ? this.copyOut(buf, s, e) : buf.subarray(s, e);
+    if (this.interned.size < 65536) this.interned.set(k, b);
+    return b;
+  }
+
+  /** An optional field the tree keeps: `-` is unset, anything else its own (unescaped) bytes. */
+  private ownedField(buf: Buffer, f: number): Buffer | null {
+    const s = FIELDS[2 * f]!;
+    const e = FIELDS[2 * f + 1]!;
+    if (e - s === 1 && buf[s] === 0x2d) return null;
+    if (hasEscape(buf, s, e)) return unescape(buf, s, e);
+    return buf === this.input ? this.copyOut(buf, s, e) : buf.subarray(s, e);
   }
 
   /**
