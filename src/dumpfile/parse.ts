@@ -11,8 +11,11 @@ import { CfsError, describeSystemError } from "../util/errors.js";
 import {
   Inode,
   isValidFileType,
+  EXTERNAL_XATTR_BUDGET,
   MAX_NAME_LENGTH,
   NO_XATTRS,
+  setXattrBudgeted,
+  type Xattr,
   PATH_MAX,
   S_IFBLK,
   S_IFCHR,
@@ -456,6 +459,12 @@ export class DumpfileParser {
 
     // The rest of the line is the xattrs; upstream caps its length.
     if (end - p > 0xffff) this.fail("Too many xattrs");
+    if (p >= end) return;
+    // Gathered in a list kept from line to line (Inode.setXattr's rules),
+    // then copied to an exact-size list of the inode's own.
+    const xs = this.scratch;
+    xs.length = 0;
+    let used = 0;
     while (p < end) {
       let sp = buf.indexOf(0x20, p);
       if (sp < 0 || sp > end) sp = end;
@@ -463,13 +472,16 @@ export class DumpfileParser {
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
       const key = hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
       const value = hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
-      if (!inode.setXattr(key, value)) this.fail("Can't set xattr");
+      used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
+      if (used < 0) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
     }
-    // Pushing grew the list to 17 slots: keep an exact copy.
-    if (inode.xattrs.length > 0) inode.xattrs = inode.xattrs.slice();
+    inode.xattrs = xs.slice();
+    inode.xattrBudgetUsed = used;
   }
+
+  private readonly scratch: Xattr[] = [];
 
   /**
    * tree_add_node: attach the path pb[ps, pe) (never empty); returns the new
