@@ -416,7 +416,7 @@ describe("relabelTree gives what lookups of whole paths give", () => {
     const pick = <T>(a: T[]): T => a[rnd(a.length)]!;
     const names = ["a", "b", "c", "ab", "b.c", "aab.c", "xlock", "a.b", "c\n", "\n", "x y", "\xe9", "a+", "lib", "usr", "run", "var", "lock", "ba", "b\\"];
     const rxNames = ["a", "b", "c", "ab", "a\\.b", "c\\n", "lib", "usr", "run", "var", "lock", "ba", "a\\+", "b\\\\"];
-    const tails = ["", "", "/", "(/.*)?", "/.*", ".*", "[^/]*", "/[ab]+", "?", "b?", "(/a)?", "\\n?", "/(lib|usr)(/.*)?", "(|/.*)", ".*ab", "/[^/]*lock", "(/a)?/ba", "/a*b\\.c"];
+    const tails = ["", "", "/", "(/.*)?", "/.*", ".*", "[^/]*", "/[ab]+", "?", "b?", "(/a)?", "\\n?", "/(lib|usr)(/.*)?", "(|/.*)", ".*ab", "/[^/]*lock", "(/a)?/ba", "/a*b\\.c", ".+", "/.+", ".?", ".{2}", ".*?", ".*\\z"];
     const types = ["", "", "", "--", "-d", "-l", "-c", "-s"];
     const rxPath = (depth: number): string => {
       let s = "";

@@ -1213,6 +1213,8 @@ interface Spec {
   reqHi: number;
   /** requiredRun(): a string every key it matches contains (beyond the literal prefix), or null. */
   need: string | null;
+  /** matchesAfterPrefix(): the pattern matches every key that starts with its prefix. */
+  any: boolean;
   file: string;
   line: number;
 }
@@ -1288,6 +1290,8 @@ export interface PatternFacts {
   reqHi: number;
   /** requiredRun(). */
   need: string | null;
+  /** matchesAfterPrefix(). */
+  any: boolean;
   /** An atomic group or possessive quantifier: emit at load. */
   atomic: boolean;
 }
@@ -1296,7 +1300,30 @@ function factsOf(node: Node, atomic: boolean): PatternFacts {
   const prefix = literalPrefix(node);
   const req = { lo: 0, hi: 0 };
   requiredChars(node, req);
-  return { prefix, literal: isPureLiteral(node, prefix) ? prefix : null, reqLo: req.lo | 0, reqHi: req.hi | 0, need: requiredRun(node, prefix), atomic };
+  return {
+    prefix,
+    literal: isPureLiteral(node, prefix) ? prefix : null,
+    reqLo: req.lo | 0,
+    reqHi: req.hi | 0,
+    need: requiredRun(node, prefix),
+    any: matchesAfterPrefix(node, prefix),
+    atomic,
+  };
+}
+
+/**
+ * Whether a pattern is its literal prefix, then ".*" (any byte, DOTALL: a
+ * repeat of the set of all 256 bytes from 0 to no limit), then PCRE2's $:
+ * it matches every key that starts with the prefix (the repeat can take the
+ * rest, $ matches at the end), as "/usr/lib/.*" or "/.*" do.
+ */
+function matchesAfterPrefix(n: Node, prefix: string | null): boolean {
+  if (n.t !== "seq" || prefix === null || n.items.length !== prefix.length + 3) return false;
+  const r = n.items[prefix.length + 1]!;
+  const end = n.items[prefix.length + 2]!;
+  return (
+    r.t === "rep" && r.min === 0 && r.max === Infinity && r.body.t === "set" && setSize(r.body.s) === 256 && end.t === "assert" && end.kind === "end"
+  );
 }
 
 /** The facts of the tree of "^" + regexStr + "$" (throws RegexRefused). */
@@ -1345,7 +1372,7 @@ export function specPatternFacts(regexStr: string, rests: Map<string, PatternFac
       const m = { lo: rf.reqLo, hi: rf.reqHi };
       charMask(head, m);
       const prefix = head + rf.prefix!;
-      return { prefix, literal: rf.literal === null ? null : prefix, reqLo: m.lo | 0, reqHi: m.hi | 0, need: rf.need, atomic: rf.atomic };
+      return { prefix, literal: rf.literal === null ? null : prefix, reqLo: m.lo | 0, reqHi: m.hi | 0, need: rf.need, any: rf.any, atomic: rf.atomic };
     }
   }
   return patternFacts(regexStr);
@@ -1383,6 +1410,7 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
     let prefix: string | null;
     let re: RegExp | null = null;
     let need: string | null = null;
+    let any = false;
     if (!hasMeta && !regexStr.includes("\\") && !regexStr.includes(")")) {
       // Plain text (half of a real policy): without meta characters, a
       // backslash or a ")", the parser would read "^" + regexStr + "$" as
@@ -1399,7 +1427,7 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
         // emit and compile those now so that the error is reported here.
         // Every other tree emits without error.
         if (f.atomic) re = new RegExp(new Emitter().emit(parsePcre("^" + regexStr + "$", 1).node));
-        ({ prefix, literal, need } = f);
+        ({ prefix, literal, need, any } = f);
         req.lo = f.reqLo;
         req.hi = f.reqHi;
       } catch (e) {
@@ -1422,6 +1450,7 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
       reqLo: req.lo | 0,
       reqHi: req.hi | 0,
       need,
+      any,
       file,
       line: lineno,
     });
@@ -1922,7 +1951,8 @@ export class SelinuxPolicy {
         const s = this.specs[i]!;
         if (s.stem !== null && s.stem !== stem) continue;
         if (s.need !== null && !key.includes(s.need)) continue;
-        if ((s.re ?? specRegex(s)).test(key)) {
+        // A chain's specs have a literal prefix the key starts with.
+        if (s.any || (s.re ?? specRegex(s)).test(key)) {
           best = s;
           break;
         }
