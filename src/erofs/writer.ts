@@ -354,14 +354,16 @@ function writeValue(img: Buffer, off: number, key: Buffer, value: Buffer): numbe
   return off + value.length;
 }
 
-/** Give a pair its value itself, as a Buffer. */
-function materialize(e: XattrPair): void {
-  if (!isVirtual(e.key)) return;
-  const v = Buffer.alloc(virtualLength(e.key, e.value));
-  writeValue(v, 0, e.key, e.value);
+/** Give pair e its value itself, as a Buffer. */
+function materialize(pairs: Pairs, e: number): void {
+  const key = pairs.keys[e]!;
+  if (!isVirtual(key)) return;
+  const value = pairs.values[e]!;
+  const v = Buffer.alloc(virtualLength(key, value));
+  writeValue(v, 0, key, value);
   // The same key bytes in another object: the value is now the bytes themselves.
-  e.key = e.key === K_METACOPY ? K_METACOPY_PLAIN : K_REDIRECT_PLAIN;
-  e.value = v;
+  pairs.keys[e] = key === K_METACOPY ? K_METACOPY_PLAIN : K_REDIRECT_PLAIN;
+  pairs.values[e] = v;
 }
 
 function hexName(i: number): Buffer {
@@ -396,23 +398,32 @@ function cmpXattr(a: Xattr, b: Xattr): number {
 }
 
 /** Shared table order: key descending, longer value first, value descending. */
-function cmpShared(a: XattrPair, b: XattrPair): number {
-  const k = Buffer.compare(b.key, a.key);
+function cmpShared(ak: Buffer, av: Buffer, bk: Buffer, bv: Buffer): number {
+  const k = Buffer.compare(bk, ak);
   if (k !== 0) return k;
-  if (a.value.length !== b.value.length) return b.value.length - a.value.length;
-  return Buffer.compare(b.value, a.value);
+  if (av.length !== bv.length) return bv.length - av.length;
+  return Buffer.compare(bv, av);
 }
 
 /**
- * Finds the distinct (key, value) pairs of an image: hashed on the bytes,
- * compared exactly on a hash hit.
+ * The distinct (key, value) pairs of an image, found by hashing the bytes
+ * and comparing exactly on a hash hit. A pair is a number; its key, value
+ * (for a metacopy or redirect key what it stands for, see isVirtual), key
+ * info, use count, offset in the shared table (-1: none) and encoded entry
+ * size (4-byte aligned) are in the arrays below.
  */
-class PairTable {
-  /** Open addressing: slot -> index in `all` + 1 (0: empty), and the pair's hash. */
-  private slots: Int32Array;
-  private hashes: Int32Array;
-  private mask: number;
-  readonly all: XattrPair[] = [];
+class Pairs {
+  /** Open addressing: slot -> pair + 1 (0: empty), and the pair's hash. */
+  private readonly slots: Int32Array;
+  private readonly hashes: Int32Array;
+  private readonly mask: number;
+  length = 0;
+  readonly keys: Buffer[] = [];
+  readonly values: Buffer[] = [];
+  readonly kis: KeyInfo[] = [];
+  readonly count: Int32Array;
+  readonly offset: Int32Array;
+  readonly size: Int32Array;
 
   /** expected: how many lookups at most (the table never fills past half). */
   constructor(expected: number) {
@@ -421,6 +432,9 @@ class PairTable {
     this.slots = new Int32Array(cap);
     this.hashes = new Int32Array(cap);
     this.mask = cap - 1;
+    this.count = new Int32Array(expected);
+    this.offset = new Int32Array(expected).fill(-1);
+    this.size = new Int32Array(expected);
   }
 
   /** The last keys seen, by object: an image has few distinct keys, mostly shared objects. */
@@ -441,7 +455,8 @@ class PairTable {
     return ki;
   }
 
-  get(key: Buffer, value: Buffer): XattrPair {
+  /** The pair of (key, value), counted once more. */
+  use(key: Buffer, value: Buffer): number {
     const ki = this.keyInfo(key);
     const h = hashBytes(value, ki.hash);
     const slots = this.slots;
@@ -451,21 +466,26 @@ class PairTable {
       const s = slots[i]!;
       if (s === 0) break;
       if (this.hashes[i] === h) {
-        const e = this.all[s - 1]!;
-        if (samePair(e, key, value)) return e;
+        const e = s - 1;
+        const k = this.keys[e]!;
+        const v = this.values[e]!;
+        if ((k === key || bytesEqual(k, key)) && (v === value || bytesEqual(v, value))) {
+          this.count[e]!++;
+          return e;
+        }
       }
       i = (i + 1) & mask;
     }
-    const e = newPair(key, value, ki);
-    this.all.push(e);
-    slots[i] = this.all.length;
+    const e = this.length++;
+    this.keys.push(key);
+    this.values.push(value);
+    this.kis.push(ki);
+    this.count[e] = 1;
+    this.size[e] = xattrEntrySize(key.length - ki.suffixStart, virtualLength(key, value));
+    slots[i] = e + 1;
     this.hashes[i] = h;
     return e;
   }
-}
-
-function samePair(a: XattrPair, key: Buffer, value: Buffer): boolean {
-  return (a.key === key || bytesEqual(a.key, key)) && (a.value === value || bytesEqual(a.value, value));
 }
 
 /** FNV-1a over at most the first and last 24 bytes (a hit is compared in full). */
@@ -480,20 +500,6 @@ function hashBytes(b: Uint8Array, h: number): number {
   return Math.imul(h ^ n, 0x01000193);
 }
 
-/** One distinct (key, value) pair of the image, with its encoding worked out once. */
-interface XattrPair {
-  key: Buffer;
-  /** The value, or for a metacopy or redirect key what it stands for (see isVirtual). */
-  value: Buffer;
-  count: number;
-  /** Offset in the shared table, or -1. */
-  offset: number;
-  /** Prefix index, suffix start and filter bit of the key. */
-  ki: KeyInfo;
-  /** Encoded entry size (4-byte aligned). */
-  size: number;
-}
-
 interface KeyInfo {
   index: number;
   suffixStart: number;
@@ -504,17 +510,6 @@ interface KeyInfo {
 const keyInfo = new Map<string, KeyInfo>();
 /** The same, by key object: keys are mostly shared Buffers (constants, interned by the parser). */
 const keyInfoByObject = new WeakMap<Buffer, KeyInfo>();
-
-function newPair(key: Buffer, value: Buffer, ki: KeyInfo): XattrPair {
-  return {
-    key,
-    value,
-    count: 0,
-    offset: -1,
-    ki,
-    size: xattrEntrySize(key.length - ki.suffixStart, virtualLength(key, value)),
-  };
-}
 
 function keyInfoOf(key: Buffer): KeyInfo {
   const ks = key.toString("latin1");
@@ -763,8 +758,8 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   // Shared xattrs: every (key, value) pair used by two or more inodes.
   let nPairRefs = 0;
   for (const n of nodes) nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
-  const pairs = new PairTable(nPairRefs);
-  const flat = new Array<XattrPair>(nPairRefs);
+  const pairs = new Pairs(nPairRefs);
+  const flat = new Int32Array(nPairRefs);
   let nextRef = 0;
   for (const n of nodes) {
     const xs = n.xattrs;
@@ -776,31 +771,36 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     n.pairCount = total;
     let i = 0;
     for (let k = 0; k < total; k++) {
-      let e: XattrPair;
+      let e: number;
       const vkey = v === 0 ? null : (v & VIRTUAL_METACOPY) !== 0 ? K_METACOPY : K_REDIRECT;
       if (vkey !== null && (i >= xs.length || compareBytes(vkey, xs[i]!.key) < 0)) {
         if (vkey === K_METACOPY) {
-          e = pairs.get(K_METACOPY, n.src.digest ?? EMPTY);
+          e = pairs.use(K_METACOPY, n.src.digest ?? EMPTY);
           v &= ~VIRTUAL_METACOPY;
         } else {
-          e = pairs.get(K_REDIRECT, n.src.payload!);
+          e = pairs.use(K_REDIRECT, n.src.payload!);
           v &= ~VIRTUAL_REDIRECT;
         }
       } else {
         const x = xs[i++]!;
-        e = pairs.get(x.key, x.value);
+        e = pairs.use(x.key, x.value);
       }
-      e.count++;
       flat[nextRef++] = e;
     }
   }
-  const sharedList = pairs.all.filter((e) => e.count > 1);
-  for (const e of sharedList) materialize(e);
-  sharedList.sort(cmpShared);
+  const sharedList: number[] = [];
+  for (let e = 0; e < pairs.length; e++) {
+    if (pairs.count[e]! > 1) {
+      materialize(pairs, e);
+      sharedList.push(e);
+    }
+  }
+  const { keys, values } = pairs;
+  sharedList.sort((a, b) => cmpShared(keys[a]!, values[a]!, keys[b]!, values[b]!));
   let sharedSize = 0;
   for (const e of sharedList) {
-    e.offset = sharedSize;
-    sharedSize += e.size;
+    pairs.offset[e] = sharedSize;
+    sharedSize += pairs.size[e]!;
   }
 
   // compute_erofs_inodes: placement.
@@ -822,8 +822,8 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     for (let i = n.pairStart; i < n.pairStart + n.pairCount; i++) {
       const e = flat[i]!;
       // At most 128 shared references per inode; the rest are written inline.
-      if (e.count > 1 && nShared < MAX_SHARED_REFS) nShared++;
-      else unsharedSize += e.size;
+      if (pairs.count[e]! > 1 && nShared < MAX_SHARED_REFS) nShared++;
+      else unsharedSize += pairs.size[e]!;
     }
     n.nShared = nShared;
     n.xattrSize = nShared === 0 && unsharedSize === 0 ? 0 : roundUp(XATTR_IBODY_HEADER_SIZE + 4 * nShared + unsharedSize, 4);
@@ -872,15 +872,16 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     const n = nodes[ino]!;
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     const at = win.at(n.offset, isize + n.xattrSize + n.tail);
-    nextBlock = writeInode(win.buf, at, n, ino, flat, sharedBase, nextBlock);
+    nextBlock = writeInode(win.buf, at, n, ino, pairs, flat, sharedBase, nextBlock);
   }
 
   // Shared xattr table.
   let off = inodesEnd;
   for (const e of sharedList) {
-    const at = win.at(off, e.size);
-    writeXattrEntry(win.buf, at, e);
-    off += e.size;
+    const size = pairs.size[e]!;
+    const at = win.at(off, size);
+    writeXattrEntry(win.buf, at, pairs, e);
+    off += size;
   }
 
   // Data blocks.
@@ -910,14 +911,17 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   return { window: win, version };
 }
 
-function writeXattrEntry(img: Buffer, off: number, e: XattrPair): number {
-  const suffixLen = e.key.length - e.ki.suffixStart;
+function writeXattrEntry(img: Buffer, off: number, pairs: Pairs, e: number): number {
+  const key = pairs.keys[e]!;
+  const value = pairs.values[e]!;
+  const ki = pairs.kis[e]!;
+  const suffixLen = key.length - ki.suffixStart;
   img[off] = suffixLen;
-  img[off + 1] = e.ki.index;
-  img.writeUInt16LE(virtualLength(e.key, e.value), off + 2);
-  copyInto(img, off + 4, e.key, e.ki.suffixStart);
-  writeValue(img, off + 4 + suffixLen, e.key, e.value);
-  return off + e.size;
+  img[off + 1] = ki.index;
+  img.writeUInt16LE(virtualLength(key, value), off + 2);
+  copyInto(img, off + 4, key, ki.suffixStart);
+  writeValue(img, off + 4 + suffixLen, key, value);
+  return off + pairs.size[e]!;
 }
 
 function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number): void {
@@ -939,14 +943,14 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
   }
 }
 
-function xattrFilter(n: WNode, flat: XattrPair[]): number {
+function xattrFilter(n: WNode, pairs: Pairs, flat: Int32Array): number {
   let bits = 0;
-  for (let i = n.pairStart; i < n.pairStart + n.pairCount; i++) bits |= 1 << flat[i]!.ki.filterBit;
+  for (let i = n.pairStart; i < n.pairStart + n.pairCount; i++) bits |= 1 << pairs.kis[flat[i]!]!.filterBit;
   return ~bits >>> 0;
 }
 
 /** Write one inode at img[at]; its data blocks (if any) start at nextBlock. Returns the next free block. */
-function writeInode(img: Buffer, at: number, n: WNode, ino: number, flat: XattrPair[], sharedBase: number, nextBlock: number): number {
+function writeInode(img: Buffer, at: number, n: WNode, ino: number, pairs: Pairs, flat: Int32Array, sharedBase: number, nextBlock: number): number {
   const type = n.type;
   let layout = n.tail > 0 ? LAYOUT_FLAT_INLINE : LAYOUT_FLAT_PLAIN;
   let size: bigint;
@@ -977,7 +981,7 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, flat: XattrP
   encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, ino, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
   let p = at + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
-    img.writeUInt32LE(xattrFilter(n, flat), p);
+    img.writeUInt32LE(xattrFilter(n, pairs, flat), p);
     img[p + 4] = n.nShared;
     p += XATTR_IBODY_HEADER_SIZE;
     // The first nShared shared pairs in key order are referenced by id, the rest inline.
@@ -985,8 +989,8 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, flat: XattrP
     const end = n.pairStart + n.pairCount;
     for (let i = n.pairStart; i < end; i++) {
       const e = flat[i]!;
-      if (e.count > 1 && refs < n.nShared) {
-        img.writeUInt32LE((sharedBase + e.offset) / 4, p);
+      if (pairs.count[e]! > 1 && refs < n.nShared) {
+        img.writeUInt32LE((sharedBase + pairs.offset[e]!) / 4, p);
         p += 4;
         refs++;
       }
@@ -994,8 +998,8 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, flat: XattrP
     refs = 0;
     for (let i = n.pairStart; i < end; i++) {
       const e = flat[i]!;
-      if (e.count > 1 && refs < n.nShared) refs++;
-      else p = writeXattrEntry(img, p, e);
+      if (pairs.count[e]! > 1 && refs < n.nShared) refs++;
+      else p = writeXattrEntry(img, p, pairs, e);
     }
   }
   // The inline tail.
