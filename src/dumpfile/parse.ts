@@ -309,17 +309,13 @@ export class DumpfileParser {
     // Eleven fixed fields, each cut at the next single space.
     const F = FIELDS;
     let p = start;
+    // A loop, not indexOf: fields are short, and a native call each costs more.
     for (let f = 0; f < 22; f += 2) {
-      let sp = p < end ? buf.indexOf(0x20, p) : -1;
-      if (sp >= end) sp = -1;
       F[f] = p;
-      if (sp < 0) {
-        F[f + 1] = end;
-        p = end;
-      } else {
-        F[f + 1] = sp;
-        p = sp + 1;
-      }
+      let q = p;
+      while (q < end && buf[q] !== 0x20) q++;
+      F[f + 1] = q;
+      p = q < end ? q + 1 : end;
     }
 
     // The path: a range of the input, or of its unescaped copy.
