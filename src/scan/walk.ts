@@ -18,7 +18,7 @@ import nodePath from "node:path";
 import { isMainThread } from "node:worker_threads";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
-import { Inode, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
+import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { HashPool } from "./hash-pool.js";
 import { loadXattrAddon } from "../util/native.js";
 
@@ -244,7 +244,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   // `path`: the entry as messages name it.
   const makeInode = (at: Buffer, atAscii: string | null, path: Buffer): Inode => {
     const mode = m.mode;
-    const inode = new Inode(mode);
+    // Most entries have no xattrs: the shared empty list until setXattr gives one of its own.
+    const inode = new Inode(mode, NO_XATTRS);
     inode.uid = m.uid;
     inode.gid = m.gid;
     const type = mode & S_IFMT;
