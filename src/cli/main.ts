@@ -57,6 +57,10 @@ export async function buildProgram(args: string[] = []): Promise<Command> {
     .option("--require-verity", "fail when fs-verity cannot be enabled on stored objects", false)
     .option("-q, --quiet", "no progress bars", false)
     .showHelpAfterError()
+    .addHelpText(
+      "after",
+      "\nExamples:\n  cfsctl --repo /var/lib/composefs create-image --name myos /rootfs\n  cfsctl compute-id /rootfs\n  cfsctl import-oci --name myos image.oci-archive.tar\n  cfsctl dump /var/lib/composefs/images/refs/myos\n\nEach command has its own help: cfsctl COMMAND --help\n",
+    )
     .exitOverride();
   const name = commandName(args);
   const wanted = COMMAND_MODULES.filter((m) => name !== undefined && m.commands.includes(name));
