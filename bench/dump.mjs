@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { CFSCTL, OUT, ROOT, genDumpfile, measure, report } from "./lib.mjs";
+import { CFSCTL, OUT, ROOT, findPeer, genDumpfile, measure, report } from "./lib.mjs";
 
 const { parseDumpfile } = await import(path.join(ROOT, "dist/dumpfile/parse.js"));
 const { writeImage } = await import(path.join(ROOT, "dist/erofs/writer.js"));
@@ -17,30 +17,10 @@ const { image: bytes } = writeImage(parseDumpfile(Buffer.from(genDumpfile(n), "l
 fs.writeFileSync(image, bytes);
 console.log(`image: ${image} (${bytes.length} bytes, ~${n} entries)`);
 
-/** composefs-info built from upstream somewhere below /work/upstream (or on PATH). */
-function findComposefsInfo() {
-  try {
-    const found = execFileSync("find", ["/work/upstream", "-name", "composefs-info", "-type", "f", "-perm", "-u+x"], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "ignore"],
-    })
-      .split("\n")
-      .filter(Boolean);
-    if (found.length > 0) return found[0];
-  } catch {
-    /* no /work/upstream */
-  }
-  for (const d of (process.env.PATH ?? "").split(":")) {
-    const p = path.join(d, "composefs-info");
-    if (fs.existsSync(p)) return p;
-  }
-  return null;
-}
-
 const rows = [];
 const ours = measure(`node ${CFSCTL} dump ${image} > /dev/null`);
 rows.push({ name: "cfsctl dump", ...ours });
-const peer = findComposefsInfo();
+const peer = findPeer("composefs-info"); // $CFSCTL_PEERS, then PATH
 if (peer) {
   const theirs = measure(`${peer} dump ${image} > /dev/null`);
   rows.push({ name: `composefs-info dump (${peer})`, ...theirs });
@@ -49,6 +29,6 @@ if (peer) {
   const b = execFileSync(peer, ["dump", image], { maxBuffer: 1 << 30 });
   console.log(`outputs ${a.equals(b) ? "identical" : "DIFFER"} (${a.length} bytes)`);
 } else {
-  console.log("peer composefs-info not found (looked below /work/upstream and on PATH): no ratio");
+  console.log("peer composefs-info not found (in $CFSCTL_PEERS or on PATH): no ratio");
 }
 report(rows);
