@@ -177,6 +177,8 @@ export function validateStreamId(id: string): void {
 export class Repository {
   /** Set once enabling fs-verity failed as unsupported: later objects skip the attempt. */
   private verityKnownUnsupported = false;
+  /** objects/XX directories known to exist (made or seen by adoptSyncedObject). */
+  private readonly madeDirs = new Set<string>();
   readonly path: string;
   readonly algorithm: VerityAlgorithm;
   /** false: an old repository without meta.json (algorithm inferred). */
@@ -439,8 +441,12 @@ export class Repository {
     const hex = this.digestHex(digest);
     const final = this.objectPath(hex);
     try {
-      if (lstatOrNull(final)) return "present";
-      this.mkdirObjects(path.dirname(final));
+      // No lstat first: the link fails with EEXIST for an object already there.
+      const dir = path.dirname(final);
+      if (!this.madeDirs.has(dir)) {
+        this.mkdirObjects(dir);
+        this.madeDirs.add(dir);
+      }
       if (!this.verityKnownUnsupported) {
         const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
         try {
