@@ -230,7 +230,13 @@ export class LayerReader {
       const digest = h.digest();
       const hex = digest.toString("hex");
       if (!this.pending.has(hex) && !this.store.hasObject(digest)) {
-        const tmp = path.join(this.store.dir, this.store.tmpName());
+        // Beside its final name (objects/XX/): naming it later touches one directory.
+        const sub = path.join(this.store.dir, hex.slice(0, 2));
+        if (!this.dirs.has(sub)) {
+          if (fs.mkdirSync(sub, { recursive: true, mode: 0o755 }) !== undefined) this.madeDirs.push(sub);
+          this.dirs.add(sub);
+        }
+        const tmp = path.join(sub, this.store.tmpName());
         this.pending.set(hex, { digest, tmp });
         await this.background(tmp, parts, got);
       }
@@ -261,6 +267,9 @@ export class LayerReader {
     return digest;
   }
 
+  private readonly dirs = new Set<string>();
+  /** objects/XX directories this import made (removed again, when empty, after a failure). */
+  private readonly madeDirs: string[] = [];
   private inFlight = new Set<Promise<void>>();
   private inFlightBytes = 0;
   private writeError: unknown = null;
@@ -299,5 +308,12 @@ export class LayerReader {
   discard(): void {
     for (const p of this.pending.values()) fs.rmSync(p.tmp, { force: true });
     this.pending.clear();
+    for (const d of this.madeDirs.splice(0)) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        /* not empty: another writer uses it */
+      }
+    }
   }
 }
