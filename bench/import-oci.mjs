@@ -195,7 +195,7 @@ console.log(
   [
     `notes: median and best of ${runs} runs after one warm-up round, warm page cache (not dropped: the machine is shared);`,
     `  ${gnuTime ? "peak RSS from GNU time (largest process of the command)" : "peak RSS of the cfsctl process (process.resourceUsage); none for umoci and tar"};`,
-    `  import-oci fsyncs every object it stores and syncs the filesystem (syncfs) twice, create-image only syncs the filesystem,`,
+    `  import-oci and create-image sync the filesystem (syncfs) and fsync the image,`,
     `  umoci and tar do not sync${eatmydata ? "; eatmydata turns those calls into no-ops" : ""};`,
     `  (c) leaves whiteout files in place and the removed /usr/share/doc in the tree;`,
     `  umoci writes mtimes rounded to the nearest second, a directory scan truncates them: "mtime -1 s" lines are that;`,
