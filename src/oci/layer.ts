@@ -19,6 +19,8 @@ import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 
 export const INLINE_MAX = 64;
+/** Whether files created 0644 come out with fewer bits (then they are chmod-ed). */
+const UMASK_STRIPS_0644 = (process.umask() & 0o644) !== 0;
 /** Contents up to this size are hashed before they are written (and written in the background). */
 const BUFFERED_MAX = 4 << 20;
 /** Bytes of background writes in flight at most. */
@@ -244,7 +246,7 @@ export class LayerReader {
     }
     const tmp = path.join(this.store.dir, this.store.tmpName());
     const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-    fs.fchmodSync(fd, 0o644); // whatever the umask: objects are world-readable
+    if (UMASK_STRIPS_0644) fs.fchmodSync(fd, 0o644); // objects are world-readable whatever the umask
     let written = 0;
     try {
       for await (const b of content) {
@@ -282,7 +284,7 @@ export class LayerReader {
     const job = (async () => {
       const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
       try {
-        await fh.chmod(0o644); // whatever the umask: objects are world-readable
+        if (UMASK_STRIPS_0644) await fh.chmod(0o644); // objects are world-readable whatever the umask
         await fh.writev(parts);
       } finally {
         await fh.close();
