@@ -50,6 +50,31 @@ interface StagedStream {
   digest: Buffer;
 }
 
+/**
+ * "Is this object stored?" answered from one listing of each objects/XX
+ * directory, read the first time it is asked about, instead of an lstat per
+ * file. An object stored meanwhile by another writer is only written again
+ * under a temporary name: naming it then finds the existing object.
+ */
+function objectLookup(repo: Repository): (digest: Buffer) => boolean {
+  const listings = new Map<string, Set<string>>();
+  return (digest) => {
+    const name = repo.objectName(digest);
+    const xx = name.slice(0, 2);
+    let names = listings.get(xx);
+    if (!names) {
+      names = new Set();
+      try {
+        for (const n of fs.readdirSync(`${repo.path}/objects/${xx}`)) names.add(n);
+      } catch {
+        /* no such directory yet: nothing stored there */
+      }
+      listings.set(xx, names);
+    }
+    return names.has(name.slice(3));
+  };
+}
+
 /** A layer stream already in the repository, usable when it and every object it names are present. */
 function storedLayer(repo: Repository, diffId: string): { file: SplitStreamFile; digest: Buffer } | null {
   let hex: string | null;
@@ -74,7 +99,7 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
   const reader = new LayerReader({
     dir: objects,
     algorithm: repo.algorithm,
-    hasObject: (d) => repo.hasObject(d),
+    hasObject: objectLookup(repo),
     tmpName: () => repo.tmpName(),
   });
   const merger = new LayerMerger();
