@@ -351,7 +351,7 @@ describe("gc", () => {
       await w.addInline(Buffer.from("header"));
       await w.addExternal(Buffer.from(data, "hex"), 200);
       const { tmp, digest } = await w.finish();
-      repo.adoptObject(tmp, digest);
+      repo.adoptSyncedObject(tmp, digest);
       return { stream: digest.toString("hex"), data };
     };
     const k = await stream("s1");

@@ -175,7 +175,7 @@ export function validateStreamId(id: string): void {
 }
 
 export class Repository {
-  /** Set once enabling fs-verity failed as unsupported: later objects skip the attempt. */
+  /** Set once enabling fs-verity failed as unsupported: adoptSyncedObject skips the attempt after that. */
   private verityKnownUnsupported = false;
   /** objects/XX directories known to exist (made or seen by adoptSyncedObject). */
   private readonly madeDirs = new Set<string>();
@@ -408,34 +408,11 @@ export class Repository {
   }
 
   /**
-   * Name a complete temporary file (written and hashed by the caller, in
-   * objects/) as the object `digest`: fsync, fs-verity where possible, link.
-   * The temporary name is removed in every case.
-   */
-  adoptObject(tmp: string, digest: string | Uint8Array): "stored" | "present" {
-    const hex = this.digestHex(digest);
-    const final = this.objectPath(hex);
-    try {
-      if (lstatOrNull(final)) return "present";
-      this.mkdirObjects(path.dirname(final));
-      const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
-      try {
-        this.finishObject(fd, final);
-      } finally {
-        fs.closeSync(fd);
-      }
-      return this.linkObject(tmp, final);
-    } catch (e) {
-      throw describeSystemError(e, `store object ${this.objectName(hex)}`);
-    } finally {
-      unlinkQuiet(tmp);
-    }
-  }
-
-  /**
-   * Like adoptObject, for a file already made durable by a syncfs of the
-   * repository's filesystem (many objects at once): no fsync of its own.
-   * The file must already have mode 0644.
+   * Name a complete temporary file in objects/ (written and hashed by the
+   * caller, and made durable by a syncfs of the repository's filesystem for
+   * many objects at once) as the object `digest`: fs-verity where possible,
+   * then a link. The file must already have mode 0644. The temporary name is
+   * removed in every case.
    */
   adoptSyncedObject(tmp: string, digest: string | Uint8Array): "stored" | "present" {
     const hex = this.digestHex(digest);
@@ -450,12 +427,7 @@ export class Repository {
       if (!this.verityKnownUnsupported) {
         const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
         try {
-          if (enableVerity(fd) === "unsupported") {
-            if (this.requireVerity) throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
-            if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
-            verityWarned = true;
-            this.verityKnownUnsupported = true;
-          }
+          this.applyVerity(fd, final);
         } finally {
           fs.closeSync(fd);
         }
@@ -510,13 +482,16 @@ export class Repository {
   private finishObject(fd: number, final: string): void {
     fs.fchmodSync(fd, 0o644);
     fs.fsyncSync(fd);
-    if (enableVerity(fd) === "unsupported") {
-      if (this.requireVerity) {
-        throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
-      }
-      if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
-      verityWarned = true;
-    }
+    this.applyVerity(fd, final);
+  }
+
+  /** fs-verity on a read-only fd; where unsupported: an error under --require-verity, else one warning. */
+  private applyVerity(fd: number, final: string): void {
+    if (enableVerity(fd) !== "unsupported") return;
+    if (this.requireVerity) throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
+    if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
+    verityWarned = true;
+    this.verityKnownUnsupported = true;
   }
 
   /** Give the complete temporary file its final name, never replacing an existing object. */
