@@ -21,6 +21,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
+import { ByteReader } from "../util/byte-reader.js";
 import { ZstdWriter, zstdDecompress, zstdDecompressSync, zstdStoredFrame } from "../util/zstd.js";
 
 export const SPLITSTREAM_MAGIC = Buffer.from("SplitStream", "latin1");
@@ -328,45 +329,23 @@ async function* readChunks(
 ): AsyncGenerator<Chunk> {
   if (end === start) return;
   const compressed = fs.createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
-  let pending: Buffer[] = [];
-  let have = 0;
-  const source = zstdDecompress(compressed, what)[Symbol.asyncIterator]();
-  let eof = false;
-  const need = async (n: number): Promise<boolean> => {
-    while (have < n && !eof) {
-      const r = await source.next();
-      if (r.done) eof = true;
-      else {
-        pending.push(r.value);
-        have += r.value.length;
-      }
-    }
-    return have >= n;
-  };
-  const take = (n: number): Buffer => {
-    const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
-    const out = all.subarray(0, n);
-    pending = have > n ? [all.subarray(n)] : [];
-    have -= n;
-    return out;
-  };
+  const r = new ByteReader(zstdDecompress(compressed, what)[Symbol.asyncIterator](), undefined);
   let inlineTotal = 0n;
   for (;;) {
-    if (!(await need(8))) {
-      if (have !== 0) throw bad("stream ends inside a chunk header");
-      break;
-    }
-    const v = take(8).readBigInt64LE(0);
+    const head = await r.read(8);
+    if (head.length === 0) break;
+    if (head.length < 8) throw bad("stream ends inside a chunk header");
+    const v = head.readBigInt64LE(0);
     if (v < 0n) {
       const n = -v;
       inlineTotal += n;
       if (inlineTotal > streamSize) throw bad("more inline data than the stream's size");
       let left = Number(n);
       while (left > 0) {
-        if (!(await need(1))) throw bad("stream ends inside an inline chunk");
-        const k = Math.min(left, have, 1 << 20);
-        yield { inline: take(k) };
-        left -= k;
+        const piece = await r.readSome(Math.min(left, 1 << 20));
+        if (piece.length === 0) throw bad("stream ends inside an inline chunk");
+        yield { inline: piece };
+        left -= piece.length;
       }
     } else {
       const ref = objectRefs[Number(v)];
