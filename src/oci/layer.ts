@@ -57,7 +57,7 @@ async function* hashing(src: AsyncIterable<Buffer>, h: crypto.Hash): AsyncGenera
 }
 
 /** The uncompressed bytes of a blob, decompressor chosen from its first bytes. */
-async function* decompressed(raw: AsyncIterable<Buffer>, label: string): AsyncGenerator<Buffer> {
+async function* decompressed(raw: AsyncIterable<Buffer>, label: string, onPlain: () => void): AsyncGenerator<Buffer> {
   const it = raw[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let have = 0;
@@ -93,6 +93,7 @@ async function* decompressed(raw: AsyncIterable<Buffer>, label: string): AsyncGe
     yield* zstdDecompress(rest(), label);
     return;
   }
+  onPlain();
   yield* rest();
 }
 
@@ -126,7 +127,15 @@ export class LayerReader {
       throw new CfsError(`${blob.label}: ${(e as Error).message}`);
     }
     const rawChunks = hashing(raw as AsyncIterable<Buffer>, blobHash);
-    const plain = hashing(decompressed(rawChunks, blob.label), diffHash);
+    // An uncompressed blob is its own tar: its digest is the diff_id, hashed once.
+    let isPlain = false;
+    const plainBytes = decompressed(rawChunks, blob.label, () => (isPlain = true));
+    const plain = (async function* () {
+      for await (const b of plainBytes) {
+        if (!isPlain) diffHash.update(b);
+        yield b;
+      }
+    })();
     let tapped: Buffer[] = [];
     const tar = new TarReader(plain, sink ? (b) => tapped.push(b) : undefined);
     const flush = async () => {
@@ -145,7 +154,8 @@ export class LayerReader {
       raw.destroy();
       throw e instanceof CfsError ? new CfsError(`${blob.label}: ${e.message}`) : e;
     }
-    return { blob: `sha256:${blobHash.digest("hex")}`, diffId: `sha256:${diffHash.digest("hex")}`, size: tar.offset };
+    const blobDigest = `sha256:${blobHash.digest("hex")}`;
+    return { blob: blobDigest, diffId: isPlain ? blobDigest : `sha256:${diffHash.digest("hex")}`, size: tar.offset };
   }
 
   /**
