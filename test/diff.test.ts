@@ -354,6 +354,7 @@ describe("cfsctl diff of directories", () => {
   let n = 0;
   for (const c of DIR_CASES) {
     const skip = (c.needs === "root" && !isRoot) || (c.needs === "setfattr" && !hasSetfattr);
+    if (skip) console.log(`diff test "${c.name}" skipped: needs ${c.needs === "root" ? "root" : "setfattr (Debian attr)"}`);
     it.skipIf(skip)(`reports ${c.name}`, () => {
       const other = path.join(dir, `case${n++}`);
       makeTree(other);

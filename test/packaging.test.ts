@@ -29,6 +29,7 @@ function run(cmd: string, args: string[], cwd: string, env = cleanEnv()): SpawnS
 const UNREACHABLE = /ENOTCACHED|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH|network|request to .* failed/i;
 
 const hasNpm = spawnSync("npm", ["--version"], { encoding: "utf8" }).status === 0;
+if (!hasNpm) console.log("packaging test skipped: npm is not installed");
 
 describe("npm pack and npm install -g", () => {
   it.skipIf(!hasNpm)("installs a working cfsctl, with a one-line error where a native addon is missing", { timeout: 120_000 }, (ctx) => {

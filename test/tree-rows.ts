@@ -67,7 +67,7 @@ export function imageRows(imagePath: string, objectsDir: string): string[] {
   });
 }
 
-/** A reference file's rows (header dropped); `transform` may rewrite or drop columns. */
+/** A reference file's rows, header dropped. */
 export function referenceRows(file: string): string[] {
   const text = zlib.gunzipSync(fs.readFileSync(file)).toString("latin1");
   return text.split("\n").slice(1).filter((l) => l !== "");
