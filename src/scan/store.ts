@@ -33,13 +33,21 @@ function adopt(tmp: string, final: string): void {
   }
 }
 
-/** Give every stored copy its object name `store/XX/YYYY…`. */
-export function commitObjects(store: string, files: ExternalFile[]): void {
+/**
+ * Give every stored copy its object name `store/XX/YYYY…`. `name` does the
+ * naming after the one syncfs (a repository passes its own, which also
+ * applies fs-verity); by default a plain link.
+ */
+export function commitObjects(
+  store: string,
+  files: ExternalFile[],
+  name: (tmp: string, digest: Buffer) => void = (tmp, digest) => adopt(tmp, path.join(store, digestToObjectPath(digest))),
+): void {
   try {
     if (files.some((f) => f.tmp)) syncFilesystem(store);
     for (const f of files) {
       if (!f.tmp) continue;
-      adopt(f.tmp, path.join(store, digestToObjectPath(f.inode.digest!)));
+      name(f.tmp, f.inode.digest!);
       f.tmp = undefined;
     }
   } finally {
