@@ -38,7 +38,7 @@ describe("npm pack and npm install -g", () => {
     // A fresh copy of what the package is built from: no dist/, so prepack must build it.
     const src = path.join(tmp, "src-copy");
     fs.mkdirSync(src);
-    for (const f of ["package.json", "tsconfig.json", "README.md", "bin", "src", "doc"]) {
+    for (const f of ["package.json", "tsconfig.json", "README.md", "bin", "src", "doc", "native", "binding.gyp"]) {
       fs.cpSync(path.join(ROOT, f), path.join(src, f), { recursive: true });
     }
     fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(src, "node_modules"));
@@ -49,7 +49,7 @@ describe("npm pack and npm install -g", () => {
     const tarball = path.join(packDir, `${PACKAGE.name}-${PACKAGE.version}.tgz`);
     expect(fs.existsSync(tarball)).toBe(true);
     const files = (JSON.parse(pack.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path);
-    for (const f of ["bin/cfsctl", "dist/cli/main.js", "dist/cli/commands/diff.js", "dist/scan/hash-worker.js", "package.json", "README.md"]) {
+    for (const f of ["bin/cfsctl", "dist/cli/main.js", "dist/cli/commands/diff.js", "dist/scan/hash-worker.js", "native/cfsctl_native.c", "binding.gyp", "package.json", "README.md"]) {
       expect(files).toContain(f);
     }
     expect(files.filter((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("fixtures/"))).toEqual([]);
@@ -59,7 +59,7 @@ describe("npm pack and npm install -g", () => {
     fs.mkdirSync(path.join(prefix, "lib", "node_modules"), { recursive: true });
     const install = run(
       "npm",
-      ["install", "-g", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", "--allow-scripts=fs-ext,fs-xattr", tarball],
+      ["install", "-g", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", "--allow-scripts=fs-ext,fs-xattr,cfsctl", tarball],
       tmp,
     );
     if (install.status !== 0 && UNREACHABLE.test(install.stderr)) {
@@ -74,6 +74,8 @@ describe("npm pack and npm install -g", () => {
       const release = path.join(pkgDir, "node_modules", addon, "build", "Release");
       expect(fs.existsSync(release) && fs.readdirSync(release).some((f) => f.endsWith(".node")), `${addon} was not compiled`).toBe(true);
     }
+    // cfsctl's own addon (native/), compiled by its install script.
+    expect(fs.existsSync(path.join(pkgDir, "build", "Release", "cfsctl_native.node")), "cfsctl_native was not compiled").toBe(true);
 
     // Run from outside the checkout.
     const cwd = path.join(tmp, "elsewhere");

@@ -11,10 +11,20 @@ import zlib from "node:zlib";
 import * as xattr from "fs-xattr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDumpfile } from "../src/dumpfile/parse.js";
-import { FIXTURES, cfsctl, fsckErofs, isRoot, tmpdir } from "./helpers.js";
+import { FIXTURES, cfsctl as run, fsckErofs, isRoot, tmpdir } from "./helpers.js";
 
 const TREES = path.join(FIXTURES, "trees");
-const work = tmpdir();
+
+/**
+ * Every scanning test runs with both scanners: the native one (the default
+ * where it is built) and the JavaScript one (CFSCTL_NATIVE=0), which must
+ * give the same images, digests and errors.
+ */
+const SCANNERS: { name: string; env: Record<string, string> }[] = [
+  { name: "native scanner", env: {} },
+  { name: "JavaScript scanner", env: { CFSCTL_NATIVE: "0" } },
+];
+const workAll = tmpdir();
 
 interface Variant {
   name: string;
@@ -35,73 +45,81 @@ const variants: Variant[] = fs
 if (!isRoot) console.log("generated-tree tests skipped: gen-tree.sh needs root (mknod, chown, trusted.* xattrs)");
 
 describe.skipIf(!isRoot)("mkcomposefs DIR on the generated tree", () => {
-  const tree = path.join(work, "visible");
+  const tree = path.join(workAll, "visible");
   beforeAll(() => {
     execFileSync("bash", [path.join(TREES, "gen-tree.sh"), tree, "visible"], { stdio: "pipe" });
   }, 120_000);
 
   it("has the variants", () => expect(variants.map((v) => v.name)).toContain("skip-devices"));
-  for (const v of variants) {
-    it(`${v.name}: digest and image bytes`, () => {
-      const only = cfsctl(["mkcomposefs", ...v.flags, "--print-digest-only", tree]);
-      expect(only.stderr).toBe("");
-      expect(only.stdout.toString()).toBe(v.digest + "\n");
-      const img = path.join(work, `${v.name}.img`);
-      const res = cfsctl(["mkcomposefs", ...v.flags, "--print-digest", tree, img]);
-      expect(res.status).toBe(0);
-      expect(res.stdout.toString()).toBe(v.digest + "\n");
-      expect(createHash("sha256").update(fs.readFileSync(img)).digest("hex")).toBe(v.sha256);
-      fsckErofs(img);
+  for (const impl of SCANNERS) describe(impl.name, () => {
+    const cfsctl = (args: string[], o: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}) => run(args, { ...o, env: { ...impl.env, ...o.env } });
+    const work = path.join(workAll, impl.env.CFSCTL_NATIVE === "0" ? "js" : "native");
+    beforeAll(() => fs.mkdirSync(work, { recursive: true }));
+    for (const v of variants) {
+      it(`${v.name}: digest and image bytes`, () => {
+        const only = cfsctl(["mkcomposefs", ...v.flags, "--print-digest-only", tree]);
+        expect(only.stderr).toBe("");
+        expect(only.stdout.toString()).toBe(v.digest + "\n");
+        const img = path.join(work, `${v.name}.img`);
+        const res = cfsctl(["mkcomposefs", ...v.flags, "--print-digest", tree, img]);
+        expect(res.status).toBe(0);
+        expect(res.stdout.toString()).toBe(v.digest + "\n");
+        expect(createHash("sha256").update(fs.readFileSync(img)).digest("hex")).toBe(v.sha256);
+        fsckErofs(img);
+      });
+    }
+
+    it("the default image equals upstream's byte for byte", () => {
+      const want = zlib.gunzipSync(fs.readFileSync(path.join(TREES, "visible", "default.cfs.gz")));
+      const img = path.join(work, "default-again.img");
+      expect(cfsctl(["mkcomposefs", tree, img]).status).toBe(0);
+      expect(fs.readFileSync(img).equals(want)).toBe(true);
     });
-  }
 
-  it("the default image equals upstream's byte for byte", () => {
-    const want = zlib.gunzipSync(fs.readFileSync(path.join(TREES, "visible", "default.cfs.gz")));
-    const img = path.join(work, "default-again.img");
-    expect(cfsctl(["mkcomposefs", tree, img]).status).toBe(0);
-    expect(fs.readFileSync(img).equals(want)).toBe(true);
-  });
+    it("--digest-store holds exactly the image's objects", () => {
+      const store = path.join(work, "store");
+      const img = path.join(work, "stored.img");
+      const res = cfsctl(["mkcomposefs", `--digest-store=${store}`, "--threads=1", tree, img]);
+      expect(res.stderr).toBe("");
+      const listed = fs.readFileSync(path.join(TREES, "visible", "default.objects"), "utf8").trim().split("\n").sort();
+      const found: string[] = [];
+      for (const d of fs.readdirSync(store)) for (const f of fs.readdirSync(path.join(store, d))) found.push(`${d}/${f}`);
+      expect(found.sort()).toEqual(listed);
+      // Each object is its file's content: its fs-verity digest is its name.
+      const measured = cfsctl(["info", "measure-file", ...listed.slice(0, 5).map((o) => path.join(store, o))]);
+      expect(measured.stdout.toString()).toBe(listed.slice(0, 5).map((o) => o.replace("/", "") + "\n").join(""));
+    });
 
-  it("--digest-store holds exactly the image's objects", () => {
-    const store = path.join(work, "store");
-    const img = path.join(work, "stored.img");
-    const res = cfsctl(["mkcomposefs", `--digest-store=${store}`, "--threads=1", tree, img]);
-    expect(res.stderr).toBe("");
-    const listed = fs.readFileSync(path.join(TREES, "visible", "default.objects"), "utf8").trim().split("\n").sort();
-    const found: string[] = [];
-    for (const d of fs.readdirSync(store)) for (const f of fs.readdirSync(path.join(store, d))) found.push(`${d}/${f}`);
-    expect(found.sort()).toEqual(listed);
-    // Each object is its file's content: its fs-verity digest is its name.
-    const measured = cfsctl(["info", "measure-file", ...listed.slice(0, 5).map((o) => path.join(store, o))]);
-    expect(measured.stdout.toString()).toBe(listed.slice(0, 5).map((o) => o.replace("/", "") + "\n").join(""));
-  });
+    it("--skip-xattrs with --user-xattrs is refused as upstream does", () => {
+      const res = cfsctl(["mkcomposefs", "--skip-xattrs", "--user-xattrs", "--print-digest-only", tree]);
+      expect(res.status).toBe(1);
+      expect(res.stderr).toMatch(/^cfsctl: error: error accessing .*: Invalid argument\n$/);
+    });
 
-  it("--skip-xattrs with --user-xattrs is refused as upstream does", () => {
-    const res = cfsctl(["mkcomposefs", "--skip-xattrs", "--user-xattrs", "--print-digest-only", tree]);
-    expect(res.status).toBe(1);
-    expect(res.stderr).toMatch(/^cfsctl: error: error accessing .*: Invalid argument\n$/);
-  });
-
-  it("compute-id is the digest of create-dumpfile's tree, and stable", () => {
-    const id1 = cfsctl(["compute-id", tree]);
-    expect(id1.status).toBe(0);
-    const id2 = cfsctl(["compute-id", tree]);
-    expect(id2.stdout.toString()).toBe(id1.stdout.toString());
-    const dump = cfsctl(["create-dumpfile", tree]);
-    expect(dump.status).toBe(0);
-    const fromDump = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", "-"], { input: dump.stdout, env: { CFS_PARSE_STRICT: "1" } });
-    expect(fromDump.stdout.toString()).toBe(id1.stdout.toString());
-    // The tree has hardlinks: the container rules keep them.
-    const root = parseDumpfile(dump.stdout);
-    expect(dump.stdout.toString().split("\n").filter((l) => / @\d/.test(l)).length).toBeGreaterThan(0);
-    void root;
+    it("compute-id is the digest of create-dumpfile's tree, and stable", () => {
+      const id1 = cfsctl(["compute-id", tree]);
+      expect(id1.status).toBe(0);
+      const id2 = cfsctl(["compute-id", tree]);
+      expect(id2.stdout.toString()).toBe(id1.stdout.toString());
+      const dump = cfsctl(["create-dumpfile", tree]);
+      expect(dump.status).toBe(0);
+      const fromDump = cfsctl(["mkcomposefs", "--from-file", "--print-digest-only", "-"], { input: dump.stdout, env: { CFS_PARSE_STRICT: "1" } });
+      expect(fromDump.stdout.toString()).toBe(id1.stdout.toString());
+      // The tree has hardlinks: the container rules keep them.
+      const root = parseDumpfile(dump.stdout);
+      expect(dump.stdout.toString().split("\n").filter((l) => / @\d/.test(l)).length).toBeGreaterThan(0);
+      void root;
+    });
   });
 });
 
-describe("container-image rules", () => {
+for (const impl of SCANNERS) describe(`container-image rules (${impl.name})`, () => {
+  const cfsctl = (args: string[]) => run(args, { env: impl.env });
+  const work = path.join(workAll, `rules-${impl.env.CFSCTL_NATIVE ?? "1"}`);
   let dir: string;
   beforeAll(() => {
     dir = path.join(work, "rules");
+    fs.mkdirSync(work, { recursive: true });
     fs.mkdirSync(path.join(dir, "sub"), { recursive: true });
     fs.writeFileSync(path.join(dir, "sub", "small"), "tiny\n");
     fs.writeFileSync(path.join(dir, "big"), Buffer.alloc(10000, 7));
@@ -168,7 +186,10 @@ describe("container-image rules", () => {
   });
 });
 
-describe("bad directories", () => {
+for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
+  const cfsctl = (args: string[]) => run(args, { env: impl.env });
+  const work = path.join(workAll, `bad-${impl.env.CFSCTL_NATIVE ?? "1"}`);
+  beforeAll(() => fs.mkdirSync(work, { recursive: true }));
   it("a missing DIR is a one-line error", () => {
     for (const cmd of [["compute-id"], ["create-dumpfile"], ["mkcomposefs", "--print-digest-only"]]) {
       const res = cfsctl([...cmd, path.join(work, "nope")]);

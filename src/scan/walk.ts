@@ -20,10 +20,15 @@ import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { HashPool } from "./hash-pool.js";
-import { loadXattrAddon } from "../util/native.js";
+import { loadCfsNative, loadXattrAddon } from "../util/native.js";
+import { PackedEntries } from "./packed-entries.js";
+import { isUtf8 } from "node:buffer";
 
 /** Where the addon cannot load, reading an xattr fails with one line saying what to install. */
 const xattr = await loadXattrAddon();
+
+/** The native scanner, where it was built (else the JavaScript walk below). */
+const native = loadCfsNative();
 
 /** Linux O_PATH (not exported by node:fs). */
 const O_PATH = 0o10000000;
@@ -384,6 +389,116 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     }
   };
 
+  /**
+   * The same walk with the native scanner: one call reads a whole directory
+   * (names, lstat, xattrs, symlink targets, small files' contents), so no
+   * working-directory changes are needed. Decisions are the ones walkDir
+   * makes, entry by entry.
+   */
+  const rootDevLo = Number(rootDev & 0xffffffffn);
+  const rootDevHi = Number(rootDev >> 32n);
+  const xattrMode = opts.xattrs === "none" ? 0 : opts.xattrs === "all" ? 1 : 2;
+  let lastSecNum = -1;
+  let lastSecBig = 0n;
+  const walkDirNative = async (dirLen: number, dirInode: Inode): Promise<void> => {
+    let e: PackedEntries;
+    try {
+      e = new PackedEntries(native!.scanDir(scratch.subarray(0, dirLen), xattrMode, opts.inlineMax));
+    } catch (err) {
+      throw nativeScanError(err, scratch.subarray(0, dirLen));
+    }
+    const b = e.buf;
+    let pre = dirLen;
+    if (scratch[dirLen - 1] !== 0x2f) scratch[pre++] = 0x2f;
+    for (let i = 0; i < e.count; i++) {
+      e.next();
+      const name = Buffer.from(b.subarray(e.nameStart, e.nameEnd));
+      const len = pre + name.length;
+      if (len > scratch.length) {
+        const grown = Buffer.allocUnsafe(2 * len);
+        scratch.copy(grown, 0, 0, pre);
+        scratch = grown;
+      }
+      name.copy(scratch, pre);
+      const path = scratch.subarray(0, len);
+      if (e.devLo !== rootDevLo || e.devHi !== rootDevHi) {
+        throw new CfsError(`${show(path)}: a mount point (another filesystem); cfsctl never crosses mount points`);
+      }
+      const mode = e.mode;
+      const type = mode & S_IFMT;
+      if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) continue;
+      if (++entries % 512 === 0) {
+        opts.onProgress?.(entries);
+        await new Promise((r) => setImmediate(r)); // let finished hash batches in
+      }
+      let key: string | null = null;
+      if (opts.hardlinks && type !== S_IFDIR && e.nlink > 1) {
+        key = `${e.devHi}:${e.devLo}:${e.inoHi}:${e.inoLo}`;
+        const seen = links.get(key);
+        if (seen) {
+          seen.nlink++;
+          dirInode.addEntry(name, seen, true);
+          continue;
+        }
+      }
+      const inode = new Inode(mode, NO_XATTRS);
+      inode.uid = e.uid;
+      inode.gid = e.gid;
+      if (type === S_IFCHR || type === S_IFBLK) inode.rdev = e.rdev;
+      if (!opts.useEpoch) {
+        const sec = e.mtimeSec;
+        if (sec !== lastSecNum) {
+          lastSecNum = sec;
+          lastSecBig = BigInt(sec);
+        }
+        inode.mtimeSec = lastSecBig;
+        inode.mtimeNsec = wholeSeconds ? 0 : e.mtimeNsec;
+      }
+      if (e.xattrCount > 0) {
+        e.forEachXattr((xname, value) => {
+          if (!isUtf8(xname)) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${xname.toString("utf8")}`);
+          if (!inode.setXattr(Buffer.from(xname), Buffer.from(value))) {
+            throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${xname.toString("utf8")})`);
+          }
+        });
+      }
+      if (key !== null) links.set(key, inode);
+      dirInode.addEntry(name, inode, false);
+      if (type === S_IFDIR) {
+        inode.size = BigInt(e.size);
+        await walkDirNative(len, inode);
+      } else if (type === S_IFLNK) {
+        const target = Buffer.from(b.subarray(e.dataStart, e.dataStart + Math.max(0, e.dataLen)));
+        if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(path)}: invalid symlink target`);
+        inode.payload = target;
+        inode.size = BigInt(target.length);
+      } else if (type === S_IFREG) {
+        const size = e.size;
+        inode.size = BigInt(size);
+        if (size === 0) continue;
+        if (size > Number.MAX_SAFE_INTEGER) throw new CfsError(`${show(path)}: file too large`);
+        if (e.dataLen >= 0) {
+          inode.content = Buffer.from(b.subarray(e.dataStart, e.dataStart + e.dataLen));
+          continue;
+        }
+        files.push(inode);
+        pool.addFile(path, size, e.ino, e.mtimeSec * 1e3 + e.mtimeNsec / 1e6, base);
+      }
+    }
+  };
+
+  /** A scanDir error as one line naming the entry (or the directory). */
+  const nativeScanError = (err: unknown, dir: Buffer): Error => {
+    const x = err as NodeJS.ErrnoException & { entry?: Buffer };
+    if (typeof x?.code !== "string") return err as Error;
+    if (!x.entry) return describeSystemError(err, show(dir));
+    const path = show(Buffer.concat([dir, dir[dir.length - 1] === 0x2f ? Buffer.alloc(0) : Buffer.from("/"), x.entry]));
+    if (x.code === "ECHANGED") return new CfsError(`${path}: changed while it was read`);
+    if (x.syscall === "listxattr") return describeSystemError(err, `${path}: listing xattrs`);
+    if (x.syscall === "getxattr") return describeSystemError(err, `${path}: reading xattrs`);
+    return describeSystemError(err, path);
+  };
+
   const enter = (to: string, path: Buffer): void => {
     try {
       process.chdir(to);
@@ -401,7 +516,9 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   };
 
   try {
-    if (cwd0 !== null && rootAscii !== null) {
+    if (native !== null && opts.inlineMax <= 4096) {
+      await walkDirNative(rootPath.length, root);
+    } else if (cwd0 !== null && rootAscii !== null) {
       enter(rootAscii, rootPath);
       await walkDir(rootPath.length, rootAscii, root, rootPath.length);
     } else {

@@ -5,7 +5,11 @@
  * scripts skipped, another Node ABI), a command that reads xattrs fails with
  * one line saying what to install, and every other command works. Without
  * fs-ext, repository locks fall back to lock files (src/repository/lock.ts).
+ * cfsctl's own addon (build/Release/cfsctl_native.node, compiled the same
+ * way) makes scanning and hashing faster; without it the JavaScript code
+ * paths do the same work.
  */
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { CfsError } from "./errors.js";
 
@@ -44,4 +48,34 @@ function failingXattr(cause: unknown): XattrAddon {
     throw nativeAddonError("fs-xattr", cause);
   };
   return { listAttributesSync: fail, getAttributeSync: fail };
+}
+
+/** cfsctl's own addon (native/cfsctl_native.c): a directory scanner and an fs-verity hasher. */
+export interface CfsNative {
+  /** Every entry of a directory, sorted by name bytes, packed (see src/scan/packed-entries.ts). */
+  scanDir(path: Uint8Array, xattrMode: 0 | 1 | 2, inlineMax: number): Buffer;
+  /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */
+  hashFiles(paths: Uint8Array, ends: Uint32Array, meta: Float64Array, algorithm: 1 | 2, out: Uint8Array): (string | null)[] | null;
+  /** The fs-verity digest of bytes in memory, written to out[at…]. */
+  verityDigest(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
+}
+
+let cfsNative: CfsNative | null | undefined;
+
+/**
+ * The addon, or null where it was not built (no compiler when cfsctl was
+ * installed, install scripts skipped) or CFSCTL_NATIVE=0 asks for the
+ * JavaScript code paths, which give the same results more slowly.
+ */
+export function loadCfsNative(): CfsNative | null {
+  if (cfsNative !== undefined) return cfsNative;
+  cfsNative = null;
+  if (process.env.CFSCTL_NATIVE === "0") return null;
+  try {
+    // dist/util/native.js and src/util/native.ts alike: the package's build/ directory.
+    cfsNative = createRequire(import.meta.url)("../../build/Release/cfsctl_native.node") as CfsNative;
+  } catch {
+    cfsNative = null;
+  }
+  return cfsNative;
 }

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "cfsctl_native",
+      "sources": ["native/cfsctl_native.c"],
+      "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

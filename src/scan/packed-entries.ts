@@ -1,0 +1,96 @@
+/**
+ * Reading the result of the native scanDir() (native/cfsctl_native.c,
+ * encode_entry): one directory's entries, sorted by name bytes, each
+ *
+ *   u32 name length, name
+ *   u32 st_mode, st_uid, st_gid, st_nlink, st_rdev (low 32 bits)
+ *   f64 st_size, f64 st_ino (as a JS number), u32 st_ino low, high, u32 st_dev low, high
+ *   f64 st_mtime seconds, u32 nanoseconds
+ *   u32 xattr count, then per xattr: u32 name length, name, u32 value length, value
+ *   u32 data length (0xffffffff: none), data (a symlink's target, or a small file's content)
+ *
+ * all little-endian, after a u32 entry count. One cursor, refilled by next().
+ */
+export class PackedEntries {
+  readonly count: number;
+  private pos = 4;
+  nameStart = 0;
+  nameEnd = 0;
+  mode = 0;
+  uid = 0;
+  gid = 0;
+  nlink = 0;
+  rdev = 0;
+  size = 0;
+  ino = 0;
+  inoLo = 0;
+  inoHi = 0;
+  devLo = 0;
+  devHi = 0;
+  mtimeSec = 0;
+  mtimeNsec = 0;
+  xattrCount = 0;
+  xattrStart = 0;
+  /** -1: no data. */
+  dataLen = -1;
+  dataStart = 0;
+
+  constructor(readonly buf: Buffer) {
+    this.count = buf.readUInt32LE(0);
+  }
+
+  /** Decode the next entry into the fields. */
+  next(): void {
+    const b = this.buf;
+    let p = this.pos;
+    const nameLen = b.readUInt32LE(p);
+    this.nameStart = p + 4;
+    p = this.nameEnd = p + 4 + nameLen;
+    this.mode = b.readUInt32LE(p);
+    this.uid = b.readUInt32LE(p + 4);
+    this.gid = b.readUInt32LE(p + 8);
+    this.nlink = b.readUInt32LE(p + 12);
+    this.rdev = b.readUInt32LE(p + 16);
+    this.size = b.readDoubleLE(p + 20);
+    this.ino = b.readDoubleLE(p + 28);
+    this.inoLo = b.readUInt32LE(p + 36);
+    this.inoHi = b.readUInt32LE(p + 40);
+    this.devLo = b.readUInt32LE(p + 44);
+    this.devHi = b.readUInt32LE(p + 48);
+    this.mtimeSec = b.readDoubleLE(p + 52);
+    this.mtimeNsec = b.readUInt32LE(p + 60);
+    p += 64;
+    this.xattrCount = b.readUInt32LE(p);
+    p += 4;
+    this.xattrStart = p;
+    for (let i = 0; i < this.xattrCount; i++) {
+      p += 4 + b.readUInt32LE(p);
+      p += 4 + b.readUInt32LE(p);
+    }
+    const dataLen = b.readUInt32LE(p);
+    p += 4;
+    this.dataStart = p;
+    if (dataLen === 0xffffffff) {
+      this.dataLen = -1;
+    } else {
+      this.dataLen = dataLen;
+      p += dataLen;
+    }
+    this.pos = p;
+  }
+
+  /** Each xattr of the current entry, as views of the buffer. */
+  forEachXattr(fn: (name: Buffer, value: Buffer) => void): void {
+    const b = this.buf;
+    let p = this.xattrStart;
+    for (let i = 0; i < this.xattrCount; i++) {
+      const nl = b.readUInt32LE(p);
+      const name = b.subarray(p + 4, p + 4 + nl);
+      p += 4 + nl;
+      const vl = b.readUInt32LE(p);
+      const value = b.subarray(p + 4, p + 4 + vl);
+      p += 4 + vl;
+      fn(name, value);
+    }
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * cfsctl's native addon (native/cfsctl_native.c): it must be built where the
+ * tests run (else the fast paths would silently not be tested), its fs-verity
+ * digests equal the fsverity-utils vectors and the JavaScript hasher, its
+ * scanner reads what lstat and getfattr read, and its errors name the entry.
+ */
+import { spawnSync } from "node:child_process";
+import { createCipheriv, createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import * as xattr from "fs-xattr";
+import { beforeAll, describe, expect, it } from "vitest";
+import { fsverityDigest } from "../src/fsverity/digest.js";
+import { PackedEntries } from "../src/scan/packed-entries.js";
+import { loadCfsNative, type CfsNative } from "../src/util/native.js";
+import { FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
+
+const work = tmpdir();
+let native: CfsNative;
+
+beforeAll(() => {
+  const n = loadCfsNative();
+  if (n === null) {
+    throw new Error(
+      process.env.CFSCTL_NATIVE === "0"
+        ? "CFSCTL_NATIVE=0 is set: unset it to test the native addon"
+        : "build/Release/cfsctl_native.node is not built: run npm install (it needs python3, make and a C compiler)",
+    );
+  }
+  native = n;
+});
+
+function content(seed: string, size: number): Buffer {
+  const key = createHash("sha256").update(seed, "utf8").digest();
+  const c = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  return Buffer.concat([c.update(Buffer.alloc(size)), c.final()]);
+}
+
+const rows = fs
+  .readFileSync(path.join(FIXTURES, "fsverity", "vectors.tsv"), "utf8")
+  .trim()
+  .split("\n")
+  .slice(1)
+  .map((l) => {
+    const [size, seed, sha256, sha512] = l.split("\t");
+    return { size: Number(size), seed: seed!, sha256: sha256!, sha512: sha512! };
+  });
+
+interface Job {
+  path: string;
+  size: number;
+  ino: number;
+  mtimeMs: number;
+}
+
+function jobOf(p: string): Job {
+  const st = fs.statSync(p);
+  return { path: p, size: st.size, ino: st.ino, mtimeMs: st.mtimeMs };
+}
+
+/** hashFiles on a list of files: each file's digest (hex) or error. */
+function hashFiles(jobs: Job[], alg: 1 | 2 = 1): string[] {
+  const paths = Buffer.concat(jobs.map((j) => Buffer.from(j.path)));
+  const ends = new Uint32Array(jobs.length);
+  let at = 0;
+  jobs.forEach((j, i) => (ends[i] = at += Buffer.byteLength(j.path)));
+  const meta = new Float64Array(jobs.flatMap((j) => [j.size, j.ino, j.mtimeMs]));
+  const len = alg === 2 ? 64 : 32;
+  const out = new Uint8Array(jobs.length * len);
+  const errors = native.hashFiles(new Uint8Array(paths), ends, meta, alg, out);
+  return jobs.map((_, i) => errors?.[i] ?? Buffer.from(out.subarray(i * len, (i + 1) * len)).toString("hex"));
+}
+
+describe("native fs-verity", () => {
+  it("every fsverity-utils vector, in memory and from a file, sha256 and sha512", () => {
+    expect(rows.length).toBeGreaterThan(10);
+    const files: Job[] = [];
+    for (const r of rows) {
+      const data = content(r.seed, r.size);
+      for (const [alg, want] of [
+        [1, r.sha256],
+        [2, r.sha512],
+      ] as const) {
+        const out = new Uint8Array(80);
+        native.verityDigest(data, alg, out, 8);
+        expect(Buffer.from(out.subarray(8, 8 + want.length / 2)).toString("hex"), `size ${r.size}`).toBe(want);
+      }
+      const f = path.join(work, `vector-${r.size}`);
+      fs.writeFileSync(f, data);
+      files.push(jobOf(f));
+    }
+    expect(hashFiles(files, 1)).toEqual(rows.map((r) => r.sha256));
+    expect(hashFiles(files, 2)).toEqual(rows.map((r) => r.sha512));
+  });
+
+  it("equals the JavaScript hasher at every tree-level boundary", () => {
+    // 128 sha256 hashes fill a block: 1, 128 and 128² data blocks are where levels start.
+    for (const blocks of [1, 2, 127, 128, 129, 128 * 128 - 1, 128 * 128, 128 * 128 + 1]) {
+      for (const extra of [-1, 0, 1]) {
+        const size = blocks * 4096 + extra;
+        const data = content(`levels-${size}`, size);
+        const out = new Uint8Array(64);
+        native.verityDigest(data, 1, out, 0);
+        expect(Buffer.from(out.subarray(0, 32)).toString("hex"), `size ${size}`).toBe(fsverityDigest(data, "sha256").toString("hex"));
+        native.verityDigest(data, 2, out, 0);
+        expect(Buffer.from(out).toString("hex"), `size ${size}`).toBe(fsverityDigest(data, "sha512").toString("hex"));
+      }
+    }
+  });
+
+  it("a file that is missing, not what the walk saw, or not a file is an error of its own", () => {
+    const ok = path.join(work, "ok");
+    fs.writeFileSync(ok, Buffer.alloc(5000, 1));
+    const good = jobOf(ok);
+    const want = fsverityDigest(Buffer.alloc(5000, 1)).toString("hex");
+    const res = hashFiles([
+      good,
+      { ...good, path: path.join(work, "missing") },
+      { ...good, size: good.size + 1 },
+      { ...good, ino: good.ino + 1 },
+      { ...good, mtimeMs: good.mtimeMs + 1 },
+      { ...jobOf(work), path: work },
+      good,
+    ]);
+    expect(res).toEqual([want, "ENOENT (open)", "changed while it was read", "changed while it was read", "changed while it was read", "EISDIR (read)", want]);
+  });
+
+  it("a symlink is never followed", () => {
+    const target = path.join(work, "ok");
+    const link = path.join(work, "link-to-ok");
+    fs.symlinkSync(target, link);
+    expect(hashFiles([{ ...jobOf(target), path: link }])).toEqual(["ELOOP (open)"]);
+  });
+});
+
+describe("native scanDir", () => {
+  const dir = path.join(work, "scan");
+  beforeAll(() => {
+    fs.mkdirSync(path.join(dir, "sub"), { recursive: true });
+    fs.writeFileSync(path.join(dir, "small"), "tiny\n");
+    fs.writeFileSync(path.join(dir, "empty"), "");
+    fs.writeFileSync(path.join(dir, "big"), Buffer.alloc(65, 2));
+    fs.writeFileSync(Buffer.from([...Buffer.from(dir + "/"), 0xff, 0x41]), "x");
+    fs.symlinkSync("small", path.join(dir, "link"));
+    fs.mkfifoSync?.(path.join(dir, "fifo"));
+    fs.utimesSync(path.join(dir, "small"), 1, -1.25);
+    xattr.setAttributeSync(path.join(dir, "big"), "user.a", Buffer.from([0, 1, 2]));
+    xattr.setAttributeSync(path.join(dir, "big"), "user.b", Buffer.alloc(3000, 0x62));
+  });
+
+  it("reads names in byte order, lstat, xattrs, targets and small contents", () => {
+    const e = new PackedEntries(native.scanDir(Buffer.from(dir), 1, 64));
+    const seen: string[] = [];
+    for (let i = 0; i < e.count; i++) {
+      e.next();
+      const name = e.buf.subarray(e.nameStart, e.nameEnd);
+      seen.push(name.toString("latin1"));
+      const full = Buffer.concat([Buffer.from(dir + "/"), name]);
+      const st = fs.lstatSync(full, { bigint: true });
+      expect(e.mode).toBe(Number(st.mode));
+      expect([e.uid, e.gid, e.nlink]).toEqual([Number(st.uid), Number(st.gid), Number(st.nlink)]);
+      expect(e.size).toBe(Number(st.size));
+      expect(BigInt(e.inoHi) * 2n ** 32n + BigInt(e.inoLo)).toBe(st.ino);
+      expect(BigInt(e.devHi) * 2n ** 32n + BigInt(e.devLo)).toBe(st.dev);
+      expect(BigInt(e.mtimeSec) * 1_000_000_000n + BigInt(e.mtimeNsec)).toBe(st.mtimeNs);
+      const xs: [string, string][] = [];
+      e.forEachXattr((n, v) => xs.push([n.toString(), v.toString("hex")]));
+      const kind = name.toString("latin1");
+      if (kind === "big") {
+        expect(xs).toEqual([
+          ["user.a", "000102"],
+          ["user.b", "62".repeat(3000)],
+        ]);
+      }
+      const data = e.dataLen < 0 ? null : e.buf.subarray(e.dataStart, e.dataStart + e.dataLen).toString();
+      if (kind === "small") expect(data).toBe("tiny\n");
+      else if (kind === "link") expect(data).toBe("small");
+      else if (kind === "\xffA") expect(data).toBe("x");
+      else expect(data).toBe(null); // empty, big (65 bytes), sub, fifo
+    }
+    expect(seen).toEqual([...seen].sort((a, b) => Buffer.compare(Buffer.from(a, "latin1"), Buffer.from(b, "latin1"))));
+    expect(seen).toContain("\xffA");
+    expect(seen.length).toBe(fs.readdirSync(dir).length);
+  });
+
+  it("xattrMode 0 reads none and 2 only user.*", () => {
+    for (const [mode, want] of [
+      [0, 0],
+      [2, 2],
+    ] as const) {
+      const e = new PackedEntries(native.scanDir(Buffer.from(dir), mode, 64));
+      for (let i = 0; i < e.count; i++) {
+        e.next();
+        if (e.buf.toString("latin1", e.nameStart, e.nameEnd) === "big") expect(e.xattrCount).toBe(want);
+      }
+    }
+  });
+
+  it("errors carry the code, the system call and the entry", () => {
+    expect(() => native.scanDir(Buffer.from(path.join(work, "nope")), 1, 64)).toThrow(expect.objectContaining({ code: "ENOENT", syscall: "scandir" }));
+    expect(() => native.scanDir(Buffer.from(path.join(dir, "small")), 1, 64)).toThrow(expect.objectContaining({ code: "ENOTDIR" }));
+    expect(() => native.scanDir(Buffer.from("a\0b"), 1, 64)).toThrow(expect.objectContaining({ code: "EINVAL" }));
+    expect(() => native.scanDir(Buffer.from(dir), 1, 5000)).toThrow(TypeError);
+  });
+});
+
+describe("deep trees (paths longer than PATH_MAX)", () => {
+  it("the native scanner reads and hashes them; the JavaScript one refuses them in one line", () => {
+    // 40 levels of 200-byte names: paths of about 8 KiB.
+    const top = path.join(work, "deep");
+    fs.mkdirSync(top);
+    const seg = "d".repeat(200);
+    // One level at a time, relative, so no single call sees the whole path.
+    const cwd = process.cwd();
+    try {
+      process.chdir(top);
+      for (let i = 0; i < 40; i++) {
+        fs.mkdirSync(seg);
+        process.chdir(seg);
+        fs.writeFileSync(`f${i}`, Buffer.alloc(100 + i, i));
+        fs.writeFileSync(`s${i}`, `${i}`);
+        if (i % 10 === 9) xattr.setAttributeSync(`f${i}`, "user.deep", `level ${i}`);
+      }
+    } finally {
+      process.chdir(cwd);
+    }
+    try {
+      const nat = cfsctl(["create-dumpfile", top]);
+      expect(nat.stderr).toBe("");
+      const rows = nat.stdout.toString().trim().split("\n");
+      let prefix = "";
+      for (let i = 0; i < 40; i++) {
+        prefix += `/${seg}`;
+        const f = rows.find((l) => l.startsWith(`${prefix}/f${i} `))!.split(" ");
+        expect(f[1]).toBe(String(100 + i));
+        expect(f[10]).toBe(fsverityDigest(Buffer.alloc(100 + i, i)).toString("hex"));
+        if (i % 10 === 9) expect(f[11]).toBe(`user.deep=level\\x20${i}`);
+        expect(rows.find((l) => l.startsWith(`${prefix}/s${i} `))!.split(" ")[9]).toBe(String(i)); // inline content
+      }
+      expect(Buffer.byteLength(prefix)).toBeGreaterThan(4096);
+      const js = cfsctl(["create-dumpfile", top], { env: { CFSCTL_NATIVE: "0" } });
+      expect(js.status).toBe(1);
+      expect(js.stderr).toMatch(/^cfsctl: error: .*: File name too long\n$/);
+    } finally {
+      // Node's rmSync takes whole paths; rm(1) walks with openat.
+      spawnSync("rm", ["-rf", top]);
+    }
+  });
+});
+
+describe.skipIf(!isRoot)("symlinks' own xattrs (root: trusted.* on a symlink)", () => {
+  it("are read, never the target's, by both scanners", () => {
+    const d = path.join(work, "symx");
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, "target"), "t");
+    xattr.setAttributeSync(path.join(d, "target"), "trusted.which", "target");
+    fs.symlinkSync("target", path.join(d, "link"));
+    const r = spawnSetfattrSymlink(path.join(d, "link"), "trusted.which", "link");
+    if (r !== null) return console.log(`skipped: ${r}`);
+    for (const env of [{}, { CFSCTL_NATIVE: "0" }]) {
+      const out = cfsctl(["create-dumpfile", "--selinux", "off", d], { env }).stdout.toString();
+      const link = out.split("\n").find((l) => l.startsWith("/link "))!;
+      expect(link).toContain("trusted.which=link");
+      expect(link).not.toContain("trusted.which=target");
+    }
+  });
+});
+
+function spawnSetfattrSymlink(p: string, name: string, value: string): string | null {
+  const r = spawnSync("setfattr", ["-h", "-n", name, "-v", value, p]);
+  if (r.error) return "setfattr is not installed";
+  if (r.status !== 0) return `setfattr -h refused: ${r.stderr.toString().trim()}`;
+  return null;
+}
