@@ -93,9 +93,16 @@ describe("native fs-verity", () => {
     expect(hashFiles(files, 2)).toEqual(rows.map((r) => r.sha512));
   });
 
-  it("equals the JavaScript hasher at every tree-level boundary", () => {
-    // 128 sha256 hashes fill a block: 1, 128 and 128² data blocks are where levels start.
-    for (const blocks of [1, 2, 127, 128, 129, 128 * 128 - 1, 128 * 128, 128 * 128 + 1]) {
+  const cpuHasSha = /^flags\s*:.*\bsha_ni\b/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
+  it(`uses the CPU's SHA extensions exactly where it has them (${cpuHasSha ? "here it does" : "here it does not"})`, () => {
+    expect(native.useShaExtensions()).toBe(cpuHasSha && process.arch === "x64");
+  });
+
+  for (const ext of [true, false]) it(`equals the JavaScript hasher at every tree-level boundary (SHA extensions ${ext ? "on" : "off"})`, () => {
+    native.useShaExtensions(ext);
+    // 128 sha256 hashes fill a block: 1, 128 and 128² data blocks are where
+    // levels start; 1..5 blocks cover the one, two and four at a time paths.
+    for (const blocks of [1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129, 128 * 128 - 1, 128 * 128, 128 * 128 + 1]) {
       for (const extra of [-1, 0, 1]) {
         const size = blocks * 4096 + extra;
         const data = content(`levels-${size}`, size);
@@ -106,6 +113,7 @@ describe("native fs-verity", () => {
         expect(Buffer.from(out).toString("hex"), `size ${size}`).toBe(fsverityDigest(data, "sha512").toString("hex"));
       }
     }
+    native.useShaExtensions(true);
   });
 
   it("a file that is missing, not what the walk saw, or not a file is an error of its own", () => {

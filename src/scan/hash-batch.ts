@@ -120,9 +120,68 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
   }
 }
 
-function objectExists(store: string, digests: Uint8Array, at: number, len: number): boolean {
+function failureMessage(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return e instanceof Failure ? e.message : err.code ? `${err.code} (${err.syscall ?? "io"})` : String(err.message);
+}
+
+/** The object path of the digest at digests[at…] in `store`, and whether it exists. */
+function objectPath(store: string, digests: Uint8Array, at: number, len: number): { dir: string; exists: boolean } {
   const hex = Buffer.from(digests.buffer, digests.byteOffset + at, len).toString("hex");
-  return fs.existsSync(path.join(store, hex.slice(0, 2), hex.slice(2)));
+  const dir = path.join(store, hex.slice(0, 2));
+  return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
+}
+
+const check = new Uint8Array(64);
+
+/**
+ * With the native hasher, storing a file whose object is missing (its
+ * digest at digests[at…] already computed): the copy written is hashed
+ * again and kept only if it gives that digest, so an object always holds
+ * what its name says; a file that changed in between is an error. A file
+ * under 1 MiB is read once more and written from those bytes; a larger one
+ * is copied by the kernel (reflinked where the filesystem can) and the copy
+ * hashed. Returns the temporary copy's path.
+ */
+function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint8Array, at: number, hashLen: number): string {
+  const algId = alg === "sha512" ? 2 : 1;
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  let tmp: string | null = path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
+  let fd = -1;
+  try {
+    if (job.size < CHUNK) {
+      fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      let total = 0;
+      for (;;) {
+        const n = fs.readSync(fd, buf, total, job.size + 1 - total, null);
+        total += n;
+        if (n === 0 || total > job.size) break;
+      }
+      if (total !== job.size) throw new Failure("changed while it was read");
+      native!.verityDigest(buf.subarray(0, total), algId, check, 0);
+      const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+      try {
+        let off = 0;
+        while (off < total) off += fs.writeSync(o, buf, off, total - off);
+      } finally {
+        fs.closeSync(o);
+      }
+    } else {
+      fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+      fs.chmodSync(tmp, 0o644);
+      const st = fs.statSync(tmp);
+      const p = Buffer.from(tmp);
+      const errors = native!.hashFiles(p, Uint32Array.of(p.length), Float64Array.of(st.size, st.ino, st.mtimeMs), algId, check);
+      if (errors !== null) throw new Failure(errors[0] ?? "could not hash the copy");
+    }
+    if (Buffer.compare(check.subarray(0, hashLen), digests.subarray(at, at + hashLen)) !== 0) throw new Failure("changed while it was read");
+    const done = tmp;
+    tmp = null;
+    return done;
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
+    if (tmp !== null) fs.rmSync(tmp, { force: true });
+  }
 }
 
 /**
@@ -131,9 +190,9 @@ function objectExists(store: string, digests: Uint8Array, at: number, len: numbe
  *
  * With the native hasher, the whole batch is hashed in one call (the same
  * checks: size read, then st_size, st_ino and st_mtime against the walk's).
- * With a store, a file whose object is already there is done; one that is
- * missing goes through hashOne, which reads, hashes and writes the copy
- * from the same bytes, so an object always holds what its name says.
+ * With a store, a file whose object is already there is done; a missing
+ * one is copied and checked (storeChecked). Without the native hasher,
+ * hashOne reads, hashes and writes the copy from the same bytes.
  */
 export function hashBatch(b: HashBatch): HashBatchResult {
   if (buf.length === 0) buf = Buffer.allocUnsafe(CHUNK + 1);
@@ -158,15 +217,22 @@ export function hashBatch(b: HashBatch): HashBatchResult {
         (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
         continue;
       }
-      if (b.store === null || objectExists(b.store, digests, i * hashLen, hashLen)) continue;
+      if (b.store === null) continue;
+      const obj = objectPath(b.store, digests, i * hashLen, hashLen);
+      if (obj.exists) continue;
+      try {
+        (tmps ??= new Array<string | null>(n).fill(null))[i] = storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
+      } catch (e) {
+        (errors ??= new Array<string | null>(n).fill(null))[i] = failureMessage(e);
+        (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
+      }
+      continue;
     }
     try {
       const tmp = hashOne(job, b.alg, b.store, digests, i * hashLen);
       if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
     } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      const message = e instanceof Failure ? e.message : err.code ? `${err.code} (${err.syscall ?? "io"})` : String(err.message);
-      (errors ??= new Array<string | null>(n).fill(null))[i] = message;
+      (errors ??= new Array<string | null>(n).fill(null))[i] = failureMessage(e);
       (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
     }
   }
