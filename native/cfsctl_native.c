@@ -490,10 +490,10 @@ typedef struct {
   uint64_t total;
 } verity_t;
 
-static void hash_block(const verity_t *v, const uint8_t *data, size_t n, uint8_t *md) {
-  if (v->alg == 1 && n == BLOCK && use_sha_ext) {
+static void hash_block(int alg, const uint8_t *data, size_t n, uint8_t *md) {
+  if (alg == 1 && n == BLOCK && use_sha_ext) {
     sha256_4k_x1(data, md);
-  } else if (v->alg == 2) {
+  } else if (alg == 2) {
     SHA512_CTX c;
     SHA512_Init(&c);
     SHA512_Update(&c, data, n);
@@ -526,7 +526,7 @@ static void verity_add(verity_t *v, int l, const uint8_t *h) {
     v->fill[l] += v->hlen;
     v->count[l]++;
     if (v->fill[l] < BLOCK) return;
-    hash_block(v, v->level[l], BLOCK, md);
+    hash_block(v->alg, v->level[l], BLOCK, md);
     v->fill[l] = 0;
     h = md;
     l++;
@@ -554,7 +554,7 @@ static void verity_blocks(verity_t *v, const uint8_t *data, size_t len) {
     }
   }
   for (; off < len; off += BLOCK) {
-    hash_block(v, data + off, BLOCK, md);
+    hash_block(v->alg, data + off, BLOCK, md);
     verity_add(v, 0, md);
   }
 }
@@ -572,7 +572,7 @@ static void verity_final(verity_t *v, uint8_t *out) {
       if (v->fill[l] > 0) {
         memset(v->level[l] + v->fill[l], 0, BLOCK - v->fill[l]);
         uint8_t md[64];
-        hash_block(v, v->level[l], BLOCK, md);
+        hash_block(v->alg, v->level[l], BLOCK, md);
         v->fill[l] = 0;
         verity_add(v, l + 1, md);
       }
@@ -584,7 +584,7 @@ static void verity_final(verity_t *v, uint8_t *out) {
   desc[2] = 12;                           /* log_blocksize */
   memcpy(desc + 8, &v->total, 8);         /* data_size, little-endian */
   memcpy(desc + 16, root, v->hlen);       /* root_hash */
-  hash_block(v, desc, sizeof desc, out);
+  hash_block(v->alg, desc, sizeof desc, out);
 }
 
 /* Per thread (hashFiles runs in several worker threads): the read buffer and tree state. */
@@ -747,6 +747,46 @@ static napi_value verity_digest(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * hashBlocks(data, algorithm, out, at): the hash of each 4096-byte block of
+ * `data` (a whole number of blocks), one after another at out[at…]: the
+ * first level of an fs-verity tree, for hashers that keep the rest.
+ */
+static napi_value hash_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  napi_typedarray_type t0, t2;
+  size_t dlen, olen;
+  void *ddata, *odata;
+  int32_t alg;
+  uint32_t at;
+  if (argc < 4 || napi_get_typedarray_info(env, argv[0], &t0, &dlen, &ddata, NULL, NULL) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &alg) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &t2, &olen, &odata, NULL, NULL) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &at) != napi_ok || t0 != napi_uint8_array || t2 != napi_uint8_array ||
+      (alg != 1 && alg != 2) || dlen % BLOCK != 0 || (size_t)at + dlen / BLOCK * (alg == 2 ? 64 : 32) > olen) {
+    napi_throw_type_error(env, NULL, "hashBlocks(data, algorithm, out, at)");
+    return NULL;
+  }
+  const uint8_t *d = ddata;
+  uint8_t *o = (uint8_t *)odata + at;
+  size_t n = dlen / BLOCK, i = 0;
+  if (alg == 1 && use_sha_ext) {
+    for (; n - i >= 4; i += 4) {
+      const uint8_t *const in4[4] = {d + i * BLOCK, d + (i + 1) * BLOCK, d + (i + 2) * BLOCK, d + (i + 3) * BLOCK};
+      uint8_t *const out4[4] = {o + i * 32, o + (i + 1) * 32, o + (i + 2) * 32, o + (i + 3) * 32};
+      sha256_4k_x4(in4, out4);
+    }
+    if (n - i >= 2) {
+      sha256_4k_x2(d + i * BLOCK, d + (i + 1) * BLOCK, o + i * 32, o + (i + 1) * 32);
+      i += 2;
+    }
+  }
+  for (; i < n; i++) hash_block(alg, d + i * BLOCK, BLOCK, o + i * (alg == 2 ? 64 : 32));
+  return NULL;
+}
+
+/*
  * useShaExtensions(on?): whether 4096-byte SHA-256 blocks go through the
  * SHA extensions; `on` false makes every block take OpenSSL's path (for
  * tests comparing the two), true turns them back on where the CPU has them.
@@ -771,6 +811,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
+      {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
   };
   use_sha_ext = sha256_4k_available();

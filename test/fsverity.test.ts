@@ -2,7 +2,8 @@ import { createCipheriv, createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { FsVerityHasher, fsverityDigest } from "../src/fsverity/digest.js";
+import { FsVerityHasher, fsverityDigest, useNativeBlockHashing } from "../src/fsverity/digest.js";
+import { loadCfsNative } from "../src/util/native.js";
 import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
 
 interface Row {
@@ -31,8 +32,11 @@ function content(seed: string, size: number): Buffer {
 
 describe("fs-verity digests (fsverity-utils vectors)", () => {
   it("has the vectors", () => expect(rows.length).toBeGreaterThan(10));
-  for (const r of rows) {
-    it(`size ${r.size}: sha256 and sha512`, () => {
+  // Data blocks hashed by the native addon (where built) and by crypto.hash().
+  const modes = loadCfsNative() !== null ? [true, false] : [false];
+  for (const r of rows) for (const nativeBlocks of modes) {
+    it(`size ${r.size}: sha256 and sha512 (${nativeBlocks ? "native" : "JavaScript"} block hashing)`, () => {
+      useNativeBlockHashing(nativeBlocks);
       const data = content(r.seed, r.size);
       expect(createHash("sha256").update(data).digest("hex")).toBe(r.contentSha256);
       expect(fsverityDigest(data, "sha256").toString("hex")).toBe(r.sha256);
@@ -40,10 +44,11 @@ describe("fs-verity digests (fsverity-utils vectors)", () => {
     });
   }
 
-  it("gives the same digest however the data is split", () => {
+  for (const nativeBlocks of modes) it(`gives the same digest however the data is split (${nativeBlocks ? "native" : "JavaScript"} block hashing)`, () => {
+    useNativeBlockHashing(nativeBlocks);
     const r = rows.find((x) => x.size > 600000 && x.size < 2000000)!;
     const data = content(r.seed, r.size);
-    for (const piece of [1, 7, 4095, 4096, 4097, 65536]) {
+    for (const piece of [1, 7, 4095, 4096, 4097, 12293, 65536, 532480]) {
       const h = new FsVerityHasher("sha256");
       for (let o = 0; o < data.length; o += piece) h.update(data.subarray(o, o + piece));
       expect(h.digest().toString("hex")).toBe(r.sha256);

@@ -58,6 +58,8 @@ export interface CfsNative {
   hashFiles(paths: Uint8Array, ends: Uint32Array, meta: Float64Array, algorithm: 1 | 2, out: Uint8Array): (string | null)[] | null;
   /** The fs-verity digest of bytes in memory, written to out[at…]. */
   verityDigest(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
+  /** The hash of each 4096-byte block of `data`, one after another at out[at…]. */
+  hashBlocks(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
   /** Whether SHA-256 of 4096-byte blocks uses the CPU's SHA extensions; `on` false forces OpenSSL's path (tests). */
   useShaExtensions(on?: boolean): boolean;
 }
