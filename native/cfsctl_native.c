@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -746,6 +747,148 @@ static napi_value verity_digest(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---------- writing object files off the main thread ---------- */
+
+/*
+ * writeFile(path, parts, chmod) -> Promise<boolean>: create `path` (O_EXCL,
+ * mode 0644; with chmod, set 0644 whatever the umask), write the Buffers of
+ * `parts` one after another, start its writeback (sync_file_range: the
+ * final syncfs then has less to wait for) and close it, in a libuv thread.
+ * A missing parent directory is made (0755); the promise resolves to
+ * whether it was. Rejects with an Error{code, syscall}.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref parts_ref;
+  char *path;
+  struct iovec *iov;
+  size_t niov;
+  int chmod;
+  int made_dir;
+  int err;
+  const char *syscall;
+} write_job_t;
+
+static void write_execute(napi_env env, void *data) {
+  write_job_t *j = data;
+  int fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {
+    char *slash = strrchr(j->path, '/');
+    if (slash && slash != j->path) {
+      *slash = 0;
+      if (mkdir(j->path, 0755) == 0) j->made_dir = 1;
+      *slash = '/';
+      fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+  }
+  if (fd < 0) {
+    j->err = errno;
+    j->syscall = "open";
+    return;
+  }
+  if (j->chmod && fchmod(fd, 0644) != 0) {
+    j->err = errno;
+    j->syscall = "chmod";
+  }
+  size_t i = 0;
+  while (!j->err && i < j->niov) {
+    int cnt = j->niov - i > 1024 ? 1024 : (int)(j->niov - i);
+    ssize_t n = writev(fd, j->iov + i, cnt);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      j->err = errno;
+      j->syscall = "write";
+      break;
+    }
+    /* Skip what was written; a short write leaves the rest of an iovec. */
+    size_t left = (size_t)n;
+    while (i < j->niov && left >= j->iov[i].iov_len) left -= j->iov[i++].iov_len;
+    if (i < j->niov) {
+      j->iov[i].iov_base = (char *)j->iov[i].iov_base + left;
+      j->iov[i].iov_len -= left;
+    }
+  }
+  if (!j->err) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* only a head start: errors show at syncfs */
+  if (close(fd) != 0 && !j->err) {
+    j->err = errno;
+    j->syscall = "close";
+  }
+}
+
+static void write_complete(napi_env env, napi_status status, void *data) {
+  write_job_t *j = data;
+  if (j->err) {
+    const char *code = errno_code(j->err);
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s (%s)", code, j->syscall);
+    napi_value m, c, err, v;
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+    napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
+    napi_create_error(env, c, m, &err);
+    napi_set_named_property(env, err, "code", c);
+    napi_create_string_utf8(env, j->syscall, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, err, "syscall", v);
+    napi_reject_deferred(env, j->deferred, err);
+  } else {
+    napi_value made;
+    napi_get_boolean(env, j->made_dir != 0, &made);
+    napi_resolve_deferred(env, j->deferred, made);
+  }
+  napi_delete_reference(env, j->parts_ref);
+  napi_delete_async_work(env, j->work);
+  free(j->path);
+  free(j->iov);
+  free(j);
+}
+
+static napi_value write_file(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool is_array = false, chmod_flag = false;
+  size_t plen = 0;
+  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &plen) != napi_ok ||
+      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_value_bool(env, argv[2], &chmod_flag) != napi_ok) {
+    napi_throw_type_error(env, NULL, "writeFile(path: string, parts: Buffer[], chmod: boolean)");
+    return NULL;
+  }
+  write_job_t *j = calloc(1, sizeof *j);
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[1], &n);
+  if (!j || !(j->path = malloc(plen + 1)) || !(j->iov = calloc(n ? n : 1, sizeof *j->iov))) {
+    if (j) free(j->path);
+    free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, argv[0], j->path, plen + 1, &plen);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    void *d;
+    size_t len;
+    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_get_buffer_info(env, e, &d, &len) != napi_ok) {
+      free(j->path);
+      free(j->iov);
+      free(j);
+      napi_throw_type_error(env, NULL, "writeFile: every part must be a Buffer");
+      return NULL;
+    }
+    j->iov[i].iov_base = d;
+    j->iov[i].iov_len = len;
+  }
+  j->niov = n;
+  j->chmod = chmod_flag;
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_reference(env, argv[1], 1, &j->parts_ref); /* the Buffers stay alive until written */
+  napi_create_string_utf8(env, "cfsctl.writeFile", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 /*
  * hashBlocks(data, algorithm, out, at): the hash of each 4096-byte block of
  * `data` (a whole number of blocks), one after another at out[at…]: the
@@ -811,6 +954,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
+      {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
   };

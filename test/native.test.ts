@@ -212,6 +212,31 @@ describe("native scanDir", () => {
   });
 });
 
+describe("native writeFile", () => {
+  it("writes the parts, makes a missing parent, never replaces a file, and sets 0644 when asked", async () => {
+    const dir = path.join(work, "wf", "ab");
+    const f = path.join(dir, "obj");
+    const parts = [Buffer.from("hello "), Buffer.alloc(0), Buffer.alloc(100000, 0x61), Buffer.from("\n")];
+    fs.mkdirSync(path.dirname(dir));
+    expect(await native.writeFile(f, parts, false)).toBe(true); // objects/XX made
+    expect(fs.readFileSync(f).equals(Buffer.concat(parts))).toBe(true);
+    expect(await native.writeFile(path.join(dir, "second"), [Buffer.from("x")], false)).toBe(false);
+    await expect(native.writeFile(f, [Buffer.from("other")], false)).rejects.toMatchObject({ code: "EEXIST", syscall: "open" });
+    expect(fs.readFileSync(f).equals(Buffer.concat(parts))).toBe(true);
+    await expect(native.writeFile(path.join(work, "wf", "no", "such", "dir", "f"), [], false)).rejects.toMatchObject({ code: "ENOENT" });
+    const old = process.umask(0o077);
+    try {
+      await native.writeFile(path.join(dir, "masked"), [Buffer.from("m")], false);
+      await native.writeFile(path.join(dir, "chmodded"), [Buffer.from("c")], true);
+    } finally {
+      process.umask(old);
+    }
+    expect(fs.statSync(path.join(dir, "masked")).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.join(dir, "chmodded")).mode & 0o777).toBe(0o644);
+    expect(() => native.writeFile(f, [new Uint8Array(1) as Buffer, "x" as unknown as Buffer], false)).toThrow(TypeError);
+  });
+});
+
 describe("deep trees (paths longer than PATH_MAX)", () => {
   it("the native scanner reads and hashes them; the JavaScript one refuses them in one line", () => {
     // 40 levels of 200-byte names: paths of about 8 KiB.

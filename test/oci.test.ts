@@ -290,3 +290,27 @@ describe("importing again", () => {
     expect(importOci(repo, [dir])).toBe(loose);
   });
 });
+
+describe("the JavaScript paths (CFSCTL_NATIVE=0)", () => {
+  it("store the same objects and streams and print the same digests as the native writer and hasher", () => {
+    const listing = (repo: string): string[] =>
+      spawnSync("find", [".", "-not", "-name", ".*", "-printf", "%y %s %P\\n"], { cwd: repo, encoding: "utf8" })
+        .stdout.split("\n")
+        .filter((l) => l && !l.includes(".lock"))
+        .sort();
+    const sources = [[...["layer1.tar", "layer2.tar", "layer3.tar"].map((f) => path.join(G, f))], [`${path.join(OCI, "umoci-tiny", "image")}:latest`]];
+    const repos = ["1", "0"].map((mode) => {
+      const repo = tmpdir();
+      const digests = sources.map((args) => {
+        const r = cfsctl(["--repo", repo, "-q", "import-oci", ...args], { env: { CFSCTL_NATIVE: mode } });
+        expect(r.stderr).toBe("");
+        return r.stdout.toString();
+      });
+      expect(cfsctl(["--repo", repo, "fsck"], { env: { CFSCTL_NATIVE: mode } }).status).toBe(0);
+      return { digests, files: listing(repo) };
+    });
+    expect(repos[1]!.digests).toEqual(repos[0]!.digests);
+    expect(repos[1]!.files).toEqual(repos[0]!.files);
+    expect(repos[0]!.files.filter((l) => l.startsWith("f ")).length).toBeGreaterThan(20);
+  });
+});

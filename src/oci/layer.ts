@@ -15,12 +15,16 @@ import zlib from "node:zlib";
 import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { zstdDecompress } from "../util/zstd.js";
+import { loadCfsNative } from "../util/native.js";
 import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 
 export const INLINE_MAX = 64;
 /** Whether files created 0644 come out with fewer bits (then they are chmod-ed). */
 const UMASK_STRIPS_0644 = (process.umask() & 0o644) !== 0;
+
+/** The native addon writes buffered contents (open, write, writeback, close in a libuv thread). */
+const native = loadCfsNative();
 /** Contents up to this size are hashed before they are written (and written in the background). */
 const BUFFERED_MAX = 4 << 20;
 /** Bytes of background writes in flight at most. */
@@ -244,7 +248,8 @@ export class LayerReader {
       if (!this.pending.has(hex) && !this.store.hasObject(digest)) {
         // Beside its final name (objects/XX/): naming it later touches one directory.
         const sub = path.join(this.store.dir, hex.slice(0, 2));
-        if (!this.dirs.has(sub)) {
+        // The native writer makes a missing objects/XX itself, off this thread.
+        if (native === null && !this.dirs.has(sub)) {
           if (fs.mkdirSync(sub, { recursive: true, mode: 0o755 }) !== undefined) this.madeDirs.push(sub);
           this.dirs.add(sub);
         }
@@ -292,6 +297,10 @@ export class LayerReader {
     if (this.writeError) throw this.writeError;
     this.inFlightBytes += size;
     const job = (async () => {
+      if (native !== null) {
+        if (await native.writeFile(tmp, parts, UMASK_STRIPS_0644)) this.madeDirs.push(path.dirname(tmp));
+        return;
+      }
       const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
       try {
         if (UMASK_STRIPS_0644) await fh.chmod(0o644); // objects are world-readable whatever the umask

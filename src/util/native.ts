@@ -58,6 +58,12 @@ export interface CfsNative {
   hashFiles(paths: Uint8Array, ends: Uint32Array, meta: Float64Array, algorithm: 1 | 2, out: Uint8Array): (string | null)[] | null;
   /** The fs-verity digest of bytes in memory, written to out[at…]. */
   verityDigest(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
+  /**
+   * Create `path` (O_EXCL, 0644; with chmod, whatever the umask) holding the
+   * parts, start its writeback and close it, in a libuv thread; a missing
+   * parent directory is made (resolves to true when it was).
+   */
+  writeFile(path: string, parts: Buffer[], chmod: boolean): Promise<boolean>;
   /** The hash of each 4096-byte block of `data`, one after another at out[at…]. */
   hashBlocks(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
   /** Whether SHA-256 of 4096-byte blocks uses the CPU's SHA extensions; `on` false forces OpenSSL's path (tests). */
