@@ -479,6 +479,47 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * readXattrs(path, xattrMode) -> Buffer: the xattrs of `path` itself (not
+ * following a symlink), packed as in an entry of scanDir: u32 count, then
+ * per xattr u32 name length, name, u32 value length, value.
+ */
+static napi_value read_xattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *pathData;
+  size_t pathLen;
+  int32_t xattr_mode;
+  if (argc < 2 || napi_get_buffer_info(env, argv[0], &pathData, &pathLen) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &xattr_mode) != napi_ok || xattr_mode < 1 || xattr_mode > 2) {
+    napi_throw_type_error(env, NULL, "readXattrs(path: Buffer, xattrMode: 1 | 2)");
+    return NULL;
+  }
+  char *path = malloc(pathLen + 1);
+  if (!path) {
+    throw_sys(env, "ENOMEM", "listxattr", NULL);
+    return NULL;
+  }
+  memcpy(path, pathData, pathLen);
+  path[pathLen] = 0;
+  out_t o = {0};
+  scratch_t names = {0}, value = {0};
+  const char *syscall = "listxattr";
+  int err = strlen(path) != pathLen ? EINVAL : 0;
+  if (!err && (scratch_fit(&names, 4096) || scratch_fit(&value, 4096))) err = ENOMEM;
+  if (!err) err = encode_xattrs(&o, path, 0, xattr_mode == 2, &names, &value, &syscall);
+  if (!err && o.oom) err = ENOMEM;
+  napi_value result = NULL;
+  if (err) throw_sys(env, errno_code(err), syscall, NULL);
+  else if (napi_create_buffer_copy(env, o.len, o.p, NULL, &result) != napi_ok) result = NULL;
+  free(o.p);
+  free(names.buf);
+  free(value.buf);
+  free(path);
+  return result;
+}
+
 /* ---------- fs-verity ---------- */
 
 typedef struct {
@@ -952,6 +993,7 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   napi_property_descriptor props[] = {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
+      {"readXattrs", NULL, read_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},

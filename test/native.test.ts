@@ -11,7 +11,7 @@ import path from "node:path";
 import * as xattr from "fs-xattr";
 import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
-import { PackedEntries } from "../src/scan/packed-entries.js";
+import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
 import { loadCfsNative, type CfsNative } from "../src/util/native.js";
 import { FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
 
@@ -202,6 +202,24 @@ describe("native scanDir", () => {
         if (e.buf.toString("latin1", e.nameStart, e.nameEnd) === "big") expect(e.xattrCount).toBe(want);
       }
     }
+  });
+
+  it("readXattrs reads a path's own xattrs (the scanned root's), as mkcomposefs shows them", () => {
+    const root = path.join(work, "rootx");
+    fs.mkdirSync(root);
+    xattr.setAttributeSync(root, "user.top", "level");
+    fs.writeFileSync(path.join(root, "f"), "x");
+    const got: string[] = [];
+    forEachPackedXattr(native.readXattrs(Buffer.from(root), 1), (n, v) => got.push(`${n}=${v}`));
+    expect(got).toEqual(["user.top=level"]);
+    expect(() => native.readXattrs(Buffer.from(path.join(root, "nope")), 1)).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    const dumps = [{}, { CFSCTL_NATIVE: "0" }].map((env) => {
+      const img = path.join(work, `rootx-${Object.keys(env).length}.img`);
+      expect(cfsctl(["mkcomposefs", "--use-epoch", root, img], { env }).stderr).toBe("");
+      return cfsctl(["dump", img]).stdout.toString();
+    });
+    expect(dumps[0]).toMatch(/^\/ .* user\.top=level\n/);
+    expect(dumps[1]).toBe(dumps[0]);
   });
 
   it("errors carry the code, the system call and the entry", () => {

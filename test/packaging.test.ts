@@ -104,9 +104,15 @@ describe("npm pack and npm install -g", () => {
     expect(same.stdout + same.stderr).toBe("");
     expect(same.status).toBe(0);
 
-    // Without the compiled fs-xattr: one line saying what to install, no stack trace.
+    // Without the compiled fs-xattr, the native scanner needs it not.
     const xattrBuild = path.join(pkgDir, "node_modules", "fs-xattr", "build");
     fs.renameSync(xattrBuild, `${xattrBuild}.away`);
+    const nativeOnly = run(bin, ["compute-id", SAMPLE], cwd);
+    expect(nativeOnly.stderr).toBe("");
+    expect(nativeOnly.stdout).toBe(expected.stdout.toString());
+    // Without either: the JavaScript scanner needs fs-xattr; one line saying what to install, no stack trace.
+    const nativeBuild = path.join(pkgDir, "build");
+    fs.renameSync(nativeBuild, `${nativeBuild}.away`);
     const broken = run(bin, ["compute-id", SAMPLE], cwd);
     expect(broken.status).toBe(1);
     expect(broken.stdout).toBe("");

@@ -94,3 +94,18 @@ export class PackedEntries {
     }
   }
 }
+
+/** Each xattr of a packed xattr list (readXattrs: u32 count, then name and value pairs), as views of `buf`. */
+export function forEachPackedXattr(buf: Buffer, fn: (name: Buffer, value: Buffer) => void): void {
+  const count = buf.readUInt32LE(0);
+  let p = 4;
+  for (let i = 0; i < count; i++) {
+    const nl = buf.readUInt32LE(p);
+    const name = buf.subarray(p + 4, p + 4 + nl);
+    p += 4 + nl;
+    const vl = buf.readUInt32LE(p);
+    const value = buf.subarray(p + 4, p + 4 + vl);
+    p += 4 + vl;
+    fn(name, value);
+  }
+}

@@ -20,12 +20,15 @@ import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { HashPool } from "./hash-pool.js";
-import { loadCfsNative, loadXattrAddon } from "../util/native.js";
-import { PackedEntries } from "./packed-entries.js";
+import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.js";
+import { PackedEntries, forEachPackedXattr } from "./packed-entries.js";
 import { isUtf8 } from "node:buffer";
 
-/** Where the addon cannot load, reading an xattr fails with one line saying what to install. */
-const xattr = await loadXattrAddon();
+/**
+ * fs-xattr, for the JavaScript walk only (loaded when it runs); where it
+ * cannot load, reading an xattr fails with one line saying what to install.
+ */
+let xattr: XattrAddon | null = null;
 
 /** The native scanner, where it was built (else the JavaScript walk below). */
 const native = loadCfsNative();
@@ -98,7 +101,7 @@ function readXattrs(at: Buffer, ascii: string | null, path: Buffer, inode: Inode
 function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "user"): void {
   let names: string[];
   try {
-    names = xattr.listAttributesSync(at);
+    names = xattr!.listAttributesSync(at);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOTSUP" || code === "EOPNOTSUPP") return;
@@ -109,7 +112,7 @@ function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "use
     if (name.includes("\ufffd")) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name}`);
     let value: Buffer;
     try {
-      value = xattr.getAttributeSync(at, name);
+      value = xattr!.getAttributeSync(at, name);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENODATA") continue; // removed meanwhile
       throw describeSystemError(e, `${show(path)}: reading xattr ${name}`);
@@ -117,6 +120,14 @@ function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "use
     if (!inode.setXattr(Buffer.from(name, "utf8"), Buffer.from(value))) {
       throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${name})`);
     }
+  }
+}
+
+/** An xattr the native scanner read (views of its buffer: copied here), with readXattrsAt's checks. */
+function setXattrChecked(inode: Inode, path: Buffer, name: Buffer, value: Buffer): void {
+  if (!isUtf8(name)) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name.toString("utf8")}`);
+  if (!inode.setXattr(Buffer.from(name), Buffer.from(value))) {
+    throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${name.toString("utf8")})`);
   }
 }
 
@@ -247,7 +258,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
 
   // `at`: the entry for system calls (relative to the working directory);
   // `path`: the entry as messages name it.
-  const makeInode = (at: Buffer, atAscii: string | null, path: Buffer): Inode => {
+  const makeInode = (at: Buffer, atAscii: string | null, path: Buffer, withXattrs = opts.xattrs !== "none"): Inode => {
     const mode = m.mode;
     // Most entries have no xattrs: the shared empty list until setXattr gives one of its own.
     const inode = new Inode(mode, NO_XATTRS);
@@ -259,7 +270,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       inode.mtimeSec = m.mtimeSec;
       inode.mtimeNsec = m.mtimeNsec;
     }
-    if (opts.xattrs !== "none") readXattrs(at, atAscii, path, inode, opts.xattrs, type === S_IFLNK);
+    if (withXattrs && opts.xattrs !== "none") readXattrs(at, atAscii, path, inode, opts.xattrs, type === S_IFLNK);
     return inode;
   };
 
@@ -292,7 +303,21 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   };
 
   const rootAscii = NON_ASCII.test(rootPath.toString("latin1")) ? null : rootPath.toString("latin1");
-  const root = makeInode(rootPath, rootAscii, rootPath);
+  const useNative = native !== null && opts.inlineMax <= 4096;
+  if (!useNative && opts.xattrs !== "none") xattr ??= await loadXattrAddon();
+  let root: Inode;
+  if (useNative && opts.xattrs !== "none") {
+    root = makeInode(rootPath, rootAscii, rootPath, false);
+    let packed: Buffer;
+    try {
+      packed = native.readXattrs(rootPath, opts.xattrs === "all" ? 1 : 2);
+    } catch (e) {
+      throw describeSystemError(e, `${dir}: listing xattrs`);
+    }
+    forEachPackedXattr(packed, (name, value) => setXattrChecked(root, rootPath, name, value));
+  } else {
+    root = makeInode(rootPath, rootAscii, rootPath, opts.xattrs !== "none");
+  }
   // scratch[0, len) is the path of the entry at hand; a directory's own
   // path stays in place below its entries' names while they are walked.
   let scratch = Buffer.allocUnsafe(Math.max(8192, 2 * rootPath.length));
@@ -454,14 +479,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         inode.mtimeSec = lastSecBig;
         inode.mtimeNsec = wholeSeconds ? 0 : e.mtimeNsec;
       }
-      if (e.xattrCount > 0) {
-        e.forEachXattr((xname, value) => {
-          if (!isUtf8(xname)) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${xname.toString("utf8")}`);
-          if (!inode.setXattr(Buffer.from(xname), Buffer.from(value))) {
-            throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${xname.toString("utf8")})`);
-          }
-        });
-      }
+      if (e.xattrCount > 0) e.forEachXattr((xname, value) => setXattrChecked(inode, path, xname, value));
       if (key !== null) links.set(key, inode);
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
@@ -516,7 +534,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   };
 
   try {
-    if (native !== null && opts.inlineMax <= 4096) {
+    if (useNative) {
       await walkDirNative(rootPath.length, root);
     } else if (cwd0 !== null && rootAscii !== null) {
       enter(rootAscii, rootPath);

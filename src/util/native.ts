@@ -54,6 +54,8 @@ function failingXattr(cause: unknown): XattrAddon {
 export interface CfsNative {
   /** Every entry of a directory, sorted by name bytes, packed (see src/scan/packed-entries.ts). */
   scanDir(path: Uint8Array, xattrMode: 0 | 1 | 2, inlineMax: number): Buffer;
+  /** The xattrs of a path itself (not following a symlink), packed as in scanDir's entries. */
+  readXattrs(path: Uint8Array, xattrMode: 1 | 2): Buffer;
   /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */
   hashFiles(paths: Uint8Array, ends: Uint32Array, meta: Float64Array, algorithm: 1 | 2, out: Uint8Array): (string | null)[] | null;
   /** The fs-verity digest of bytes in memory, written to out[at…]. */

@@ -5,8 +5,6 @@
 import path from "node:path";
 import type { Command } from "commander";
 import type { VerityAlgorithm } from "../../fsverity/digest.js";
-import { commitObjects, syncFilesystem } from "../../scan/store.js";
-import { openRepository } from "./repository.js";
 import { scanContainerRoot, type ScannedTree } from "../../scan/container-scan.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
 import { readTreeFile } from "../../tree/lookup.js";
@@ -65,6 +63,8 @@ export function registerBuild(program: Command): void {
     .addHelpText("after", "\nExample:\n  cfsctl --repo /var/lib/composefs create-image --name myos /rootfs\n")
     .action(async (dir: string, o: { name?: string; selinux?: string }, cmd: Command) => {
       const selinux = parseSelinuxMode(o.selinux);
+      // Loaded here: compute-id and create-dumpfile never open a repository.
+      const [{ openRepository }, { commitObjects, syncFilesystem }] = await Promise.all([import("./repository.js"), import("../../scan/store.js")]);
       const repo = openRepository(cmd, { create: true });
       try {
         const objects = path.join(repo.path, "objects");
