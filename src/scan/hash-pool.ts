@@ -128,9 +128,24 @@ export class HashPool {
         else map.set(id, tmp ? { id, digest: digest!, tmp } : { id, digest: digest! });
       };
     }
-    const url = workerUrl();
     this.hashLen = digestLength(alg);
-    for (let i = 0; i < threads; i++) {
+    this.threads = threads;
+  }
+
+  private readonly threads: number;
+  private started = false;
+  private finishing = false;
+
+  /**
+   * The workers start with the first batch the walk fills: a tree whose
+   * files fit in one batch is hashed on the main thread at finish(), with no
+   * thread started at all.
+   */
+  private startWorkers(): void {
+    if (this.started) return;
+    this.started = true;
+    const url = workerUrl();
+    for (let i = 0; i < this.threads; i++) {
       // Workers only hash: small heaps keep the process's memory flat.
       const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       const slot: Slot = { worker, queued: 0 };
@@ -209,6 +224,7 @@ export class HashPool {
     this.ends = [];
     this.meta = [];
     this.bytes = 0;
+    if (!this.finishing) this.startWorkers();
     this.dispatch();
   }
 
@@ -231,6 +247,7 @@ export class HashPool {
    * busy with other work), the main thread would otherwise only wait.
    */
   async finish(): Promise<Map<number, HashResult>> {
+    this.finishing = true;
     this.seal();
     try {
       while (!this.failure && this.done < this.nextId) {
