@@ -655,8 +655,15 @@ static const char *hash_file(const char *path, double size, double ino, double m
   verity_t *v = file_verity;
   verity_init(v, alg);
   size_t have = 0; /* bytes in read_buf not yet hashed (less than a block) */
+  /*
+   * A file smaller than a chunk is read with one call asking for a byte more
+   * than its size: a regular file reads short only at its end, so getting
+   * exactly `size` bytes means the whole file, without a second read to see
+   * the end (fstat below catches a file that grows afterwards).
+   */
+  size_t want = size < READ_CHUNK ? (size_t)size + 1 : READ_CHUNK;
   for (;;) {
-    ssize_t n = read(fd, read_buf + have, READ_CHUNK);
+    ssize_t n = read(fd, read_buf + have, want);
     if (n < 0) {
       if (errno == EINTR) continue;
       snprintf(msg, msglen, "%s (read)", errno_code(errno));
@@ -670,6 +677,8 @@ static const char *hash_file(const char *path, double size, double ino, double m
     verity_blocks(v, read_buf, whole);
     if (whole < have) memmove(read_buf, read_buf + whole, have - whole);
     have -= whole;
+    if (want != READ_CHUNK && (double)v->total == size) break;
+    want = READ_CHUNK;
   }
   if (have > 0) {
     memset(read_buf + have, 0, BLOCK - have);

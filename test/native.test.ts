@@ -125,12 +125,13 @@ describe("native fs-verity", () => {
       good,
       { ...good, path: path.join(work, "missing") },
       { ...good, size: good.size + 1 },
+      { ...good, size: good.size - 1 },
       { ...good, ino: good.ino + 1 },
       { ...good, mtimeMs: good.mtimeMs + 1 },
       { ...jobOf(work), path: work },
       good,
     ]);
-    expect(res).toEqual([want, "ENOENT (open)", "changed while it was read", "changed while it was read", "changed while it was read", "EISDIR (read)", want]);
+    expect(res).toEqual([want, "ENOENT (open)", ...Array(4).fill("changed while it was read"), "EISDIR (read)", want]);
   });
 
   it("a symlink is never followed", () => {
