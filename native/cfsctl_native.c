@@ -629,30 +629,47 @@ static void verity_final(verity_t *v, uint8_t *out) {
   hash_block(v->alg, desc, sizeof desc, out);
 }
 
-/* Per thread (hashFiles runs in several worker threads): the read buffer and tree state. */
-static __thread uint8_t *read_buf;
-static __thread verity_t *file_verity;
+/*
+ * Per Node environment (hashFiles runs in several worker threads, each its
+ * own environment): the read buffer and the tree state, allocated on first
+ * use and freed with the environment.
+ */
+typedef struct {
+  uint8_t *read_buf;
+  verity_t *verity;
+} env_state_t;
+
+static void free_env_state(napi_env env, void *data, void *hint) {
+  env_state_t *st = data;
+  free(st->read_buf);
+  free(st->verity);
+  free(st);
+}
+
+static env_state_t *env_state(napi_env env) {
+  void *d = NULL;
+  napi_get_instance_data(env, &d);
+  return d;
+}
 
 /*
  * Hash one file. Returns NULL, or a message for the caller ("ENOENT (open)",
  * "changed while it was read") in `msg`.
  */
-static const char *hash_file(const char *path, double size, double ino, double mtime_ms, int alg, uint8_t *out,
-                             char *msg, size_t msglen) {
-  if (!read_buf) {
-    read_buf = malloc(READ_CHUNK + BLOCK);
-    if (!read_buf) return "ENOMEM (read)";
-  }
+static const char *hash_file(env_state_t *es, const char *path, double size, double ino, double mtime_ms, int alg,
+                             uint8_t *out, char *msg, size_t msglen) {
+  if (!es->read_buf && !(es->read_buf = malloc(READ_CHUNK + BLOCK))) return "ENOMEM (read)";
+  uint8_t *read_buf = es->read_buf;
   int fd = open_file(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     snprintf(msg, msglen, "%s (open)", errno_code(errno));
     return msg;
   }
-  if (!file_verity && !(file_verity = malloc(sizeof *file_verity))) {
+  if (!es->verity && !(es->verity = malloc(sizeof *es->verity))) {
     close(fd);
     return "ENOMEM (read)";
   }
-  verity_t *v = file_verity;
+  verity_t *v = es->verity;
   verity_init(v, alg);
   size_t have = 0; /* bytes in read_buf not yet hashed (less than a block) */
   /*
@@ -729,6 +746,7 @@ static napi_value hash_files(napi_env env, napi_callback_info info) {
   napi_value errors = NULL;
   char *path = NULL, msg[96];
   size_t path_cap = 0;
+  env_state_t *es = env_state(env);
   uint32_t start = 0;
   for (size_t i = 0; i < nends; i++) {
     uint32_t end = ends[i];
@@ -740,7 +758,7 @@ static napi_value hash_files(napi_env env, napi_callback_info info) {
     } else {
       memcpy(path, paths + start, end - start);
       path[end - start] = 0;
-      err = hash_file(path, meta[3 * i], meta[3 * i + 1], meta[3 * i + 2], alg, (uint8_t *)odata + i * hlen, msg,
+      err = hash_file(es, path, meta[3 * i], meta[3 * i + 1], meta[3 * i + 2], alg, (uint8_t *)odata + i * hlen, msg,
                       sizeof msg);
     }
     if (end >= start) start = end;
@@ -779,11 +797,12 @@ static napi_value verity_digest(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "verityDigest(data, algorithm, out, at)");
     return NULL;
   }
-  if (!file_verity && !(file_verity = malloc(sizeof *file_verity))) {
+  env_state_t *st = env_state(env);
+  if (!st->verity && !(st->verity = malloc(sizeof *st->verity))) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  verity_t *tv = file_verity;
+  verity_t *tv = st->verity;
   verity_init(tv, alg);
   tv->total = dlen;
   size_t whole = dlen & ~(size_t)(BLOCK - 1);
@@ -1010,6 +1029,12 @@ static napi_value init(napi_env env, napi_value exports) {
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
   };
   use_sha_ext = sha256_4k_available();
+  env_state_t *st = calloc(1, sizeof *st);
+  if (!st || napi_set_instance_data(env, st, free_env_state, NULL) != napi_ok) {
+    free(st);
+    napi_throw_error(env, NULL, "cfsctl's native addon could not set up its state");
+    return NULL;
+  }
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
