@@ -8,8 +8,9 @@
  * reads a whole directory, and one call hashes a batch of files.
  *
  *   scanDir(path, xattrMode, inlineMax) -> Buffer
- *     Every entry of the directory `path` (bytes), sorted by name bytes,
- *     packed as described at encode_entry(). xattrMode: 0 none, 1 all,
+ *     Every entry of the directory `path` (bytes), sorted by name bytes:
+ *     u32 count, u32 offset of the tail, the entries (see encode_entry()),
+ *     then the tail (names, symlink targets, small contents). xattrMode: 0 none, 1 all,
  *     2 `user.*` only. Regular files of 1..inlineMax bytes carry their
  *     content, symlinks their target.
  *
@@ -267,16 +268,18 @@ static int encode_xattrs(out_t *o, const char *at, int follow, int user_only, sc
 }
 
 /*
- * One entry:
- *   u32 name length, name bytes,
+ * One entry, in `o`, with its name and data appended to `tail` (offsets are
+ * into the tail, which follows the entries: the reader copies it once per
+ * directory and keeps views of it):
+ *   u32 name offset, u32 name length,
  *   u32 st_mode, st_uid, st_gid, st_nlink, low 32 bits of st_rdev,
  *   f64 st_size, f64 st_ino (rounded as a JS number), u32 st_ino low, high,
  *   u32 st_dev low, high, f64 st_mtime seconds, u32 nanoseconds,
  *   xattrs (see encode_xattrs; a zero count when not asked for),
- *   u32 data length (0xffffffff: none), data: a symlink's target or the
- *   content of a regular file of 1..inlineMax bytes.
+ *   u32 data offset, u32 data length (0xffffffff: none): a symlink's target
+ *   or the content of a regular file of 1..inlineMax bytes.
  */
-static int encode_entry(out_t *o, int dfd, const char *dir, size_t dirlen, const char *name, int xattr_mode,
+static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t dirlen, const char *name, int xattr_mode,
                         uint32_t inline_max, scratch_t *path, scratch_t *names, scratch_t *value, const char **syscall) {
   struct stat st;
   if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -284,8 +287,9 @@ static int encode_entry(out_t *o, int dfd, const char *dir, size_t dirlen, const
     return errno;
   }
   size_t nlen = strlen(name);
+  put_u32(o, (uint32_t)tail->len);
   put_u32(o, (uint32_t)nlen);
-  put_bytes(o, name, nlen);
+  put_bytes(tail, name, nlen);
   put_u32(o, st.st_mode);
   put_u32(o, st.st_uid);
   put_u32(o, st.st_gid);
@@ -333,8 +337,9 @@ static int encode_entry(out_t *o, int dfd, const char *dir, size_t dirlen, const
       *syscall = "readlink";
       return errno;
     }
+    put_u32(o, (uint32_t)tail->len);
     put_u32(o, (uint32_t)n);
-    put_bytes(o, target, (size_t)n);
+    put_bytes(tail, target, (size_t)n);
   } else if (S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= inline_max) {
     int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
@@ -360,9 +365,11 @@ static int encode_entry(out_t *o, int dfd, const char *dir, size_t dirlen, const
       *syscall = "read";
       return -1; /* changed while it was read */
     }
+    put_u32(o, (uint32_t)tail->len);
     put_u32(o, (uint32_t)got);
-    put_bytes(o, small, got);
+    put_bytes(tail, small, got);
   } else {
+    put_u32(o, 0);
     put_u32(o, 0xffffffffu);
   }
   return 0;
@@ -454,14 +461,23 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   scratch_t path = {0}, xnames = {0}, value = {0};
   scratch_fit(&xnames, 4096);
   scratch_fit(&value, 4096);
+  out_t tail = {0};
   put_u32(&o, (uint32_t)count);
+  put_u32(&o, 0); /* where the tail starts, filled in below */
   const char *failed = NULL, *syscall = "";
   int err = 0;
   for (size_t i = 0; i < count && !err; i++) {
-    err = encode_entry(&o, dfd, dir, pathLen, names[i], xattr_mode, inline_max, &path, &xnames, &value, &syscall);
+    err = encode_entry(&o, &tail, dfd, dir, pathLen, names[i], xattr_mode, inline_max, &path, &xnames, &value, &syscall);
     if (err) failed = names[i];
-    else if (o.oom) err = ENOMEM, failed = names[i], syscall = "scandir";
+    else if (o.oom || tail.oom) err = ENOMEM, failed = names[i], syscall = "scandir";
   }
+  if (!err) {
+    uint32_t tail_at = (uint32_t)o.len;
+    put_bytes(&o, tail.p, tail.len);
+    if (o.oom) err = ENOMEM, syscall = "scandir";
+    else memcpy(o.p + 4, &tail_at, 4);
+  }
+  free(tail.p);
   close(dfd);
   free(path.buf);
   free(xnames.buf);

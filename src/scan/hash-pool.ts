@@ -180,17 +180,26 @@ export class HashPool {
     if (this.wake) this.wake();
   }
 
-  /** Queue a file (`base` + `path`); returns its id (0, 1, 2… in the order added). */
-  addFile(path: Uint8Array, size: number, ino: number, mtimeMs: number, base: Uint8Array | null = null): number {
+  /**
+   * Queue a file (`base` + the first `pathLen` bytes of `path`); returns its
+   * id (0, 1, 2… in the order added).
+   */
+  addFile(path: Uint8Array, size: number, ino: number, mtimeMs: number, base: Uint8Array | null = null, pathLen = path.length): number {
     const at = base === null ? this.pathFill : this.pathFill + base.length;
-    const need = at + path.length;
+    const need = at + pathLen;
     if (need > this.paths.length) {
       const grown = Buffer.allocUnsafe(Math.max(need, this.paths.length * 2));
       this.paths.copy(grown, 0, 0, this.pathFill);
       this.paths = grown;
     }
     if (base !== null) this.paths.set(base, this.pathFill);
-    this.paths.set(path, at);
+    if (pathLen === path.length) {
+      this.paths.set(path, at);
+    } else {
+      // A prefix of a longer buffer (the walk's scratch path): copied without a view object.
+      const dst = this.paths;
+      for (let i = 0; i < pathLen; i++) dst[at + i] = path[i]!;
+    }
     this.pathFill = need;
     this.ends.push(need);
     this.meta.push(size, ino, mtimeMs);

@@ -1,19 +1,25 @@
 /**
  * Reading the result of the native scanDir() (native/cfsctl_native.c,
- * encode_entry): one directory's entries, sorted by name bytes, each
+ * encode_entry): one directory's entries, sorted by name bytes. A u32 entry
+ * count and the offset of the tail, then per entry
  *
- *   u32 name length, name
+ *   u32 name offset, u32 name length (in the tail)
  *   u32 st_mode, st_uid, st_gid, st_nlink, st_rdev (low 32 bits)
  *   f64 st_size, f64 st_ino (as a JS number), u32 st_ino low, high, u32 st_dev low, high
  *   f64 st_mtime seconds, u32 nanoseconds
  *   u32 xattr count, then per xattr: u32 name length, name, u32 value length, value
- *   u32 data length (0xffffffff: none), data (a symlink's target, or a small file's content)
+ *   u32 data offset, u32 data length (in the tail; 0xffffffff: none): a
+ *       symlink's target, or a small file's content
  *
- * all little-endian, after a u32 entry count. One cursor, refilled by next().
+ * all little-endian, then the tail. The tail is copied once (`tail`) and
+ * names and data are views of it: one allocation a directory, not one a
+ * name. One cursor, refilled by next().
  */
 export class PackedEntries {
   readonly count: number;
-  private pos = 4;
+  /** Names, symlink targets and small contents of the whole directory. */
+  readonly tail: Buffer;
+  private pos = 8;
   nameStart = 0;
   nameEnd = 0;
   mode = 0;
@@ -31,21 +37,22 @@ export class PackedEntries {
   mtimeNsec = 0;
   xattrCount = 0;
   xattrStart = 0;
-  /** -1: no data. */
+  /** In the tail; dataLen -1: no data. */
   dataLen = -1;
   dataStart = 0;
 
   constructor(readonly buf: Buffer) {
     this.count = buf.readUInt32LE(0);
+    this.tail = Buffer.from(buf.subarray(buf.readUInt32LE(4)));
   }
 
   /** Decode the next entry into the fields. */
   next(): void {
     const b = this.buf;
     let p = this.pos;
-    const nameLen = b.readUInt32LE(p);
-    this.nameStart = p + 4;
-    p = this.nameEnd = p + 4 + nameLen;
+    this.nameStart = b.readUInt32LE(p);
+    this.nameEnd = this.nameStart + b.readUInt32LE(p + 4);
+    p += 8;
     this.mode = b.readUInt32LE(p);
     this.uid = b.readUInt32LE(p + 4);
     this.gid = b.readUInt32LE(p + 8);
@@ -67,16 +74,20 @@ export class PackedEntries {
       p += 4 + b.readUInt32LE(p);
       p += 4 + b.readUInt32LE(p);
     }
-    const dataLen = b.readUInt32LE(p);
-    p += 4;
-    this.dataStart = p;
-    if (dataLen === 0xffffffff) {
-      this.dataLen = -1;
-    } else {
-      this.dataLen = dataLen;
-      p += dataLen;
-    }
-    this.pos = p;
+    this.dataStart = b.readUInt32LE(p);
+    const dataLen = b.readUInt32LE(p + 4);
+    this.dataLen = dataLen === 0xffffffff ? -1 : dataLen;
+    this.pos = p + 8;
+  }
+
+  /** The current entry's name (a view of the tail). */
+  name(): Buffer {
+    return this.tail.subarray(this.nameStart, this.nameEnd);
+  }
+
+  /** The current entry's data (a view of the tail), or null. */
+  data(): Buffer | null {
+    return this.dataLen < 0 ? null : this.tail.subarray(this.dataStart, this.dataStart + this.dataLen);
   }
 
   /** Each xattr of the current entry, as views of the buffer. */

@@ -432,22 +432,21 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     } catch (err) {
       throw nativeScanError(err, scratch.subarray(0, dirLen));
     }
-    const b = e.buf;
     let pre = dirLen;
     if (scratch[dirLen - 1] !== 0x2f) scratch[pre++] = 0x2f;
     for (let i = 0; i < e.count; i++) {
       e.next();
-      const name = Buffer.from(b.subarray(e.nameStart, e.nameEnd));
+      const name = e.name();
       const len = pre + name.length;
       if (len > scratch.length) {
         const grown = Buffer.allocUnsafe(2 * len);
         scratch.copy(grown, 0, 0, pre);
         scratch = grown;
       }
-      name.copy(scratch, pre);
-      const path = scratch.subarray(0, len);
+      // scratch[0, len) is the entry's path (made a Buffer only for messages).
+      scratch.set(name, pre);
       if (e.devLo !== rootDevLo || e.devHi !== rootDevHi) {
-        throw new CfsError(`${show(path)}: a mount point (another filesystem); cfsctl never crosses mount points`);
+        throw new CfsError(`${show(scratch.subarray(0, len))}: a mount point (another filesystem); cfsctl never crosses mount points`);
       }
       const mode = e.mode;
       const type = mode & S_IFMT;
@@ -479,28 +478,31 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         inode.mtimeSec = lastSecBig;
         inode.mtimeNsec = wholeSeconds ? 0 : e.mtimeNsec;
       }
-      if (e.xattrCount > 0) e.forEachXattr((xname, value) => setXattrChecked(inode, path, xname, value));
+      if (e.xattrCount > 0) {
+        const path = scratch.subarray(0, len);
+        e.forEachXattr((xname, value) => setXattrChecked(inode, path, xname, value));
+      }
       if (key !== null) links.set(key, inode);
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
         inode.size = BigInt(e.size);
         await walkDirNative(len, inode);
       } else if (type === S_IFLNK) {
-        const target = Buffer.from(b.subarray(e.dataStart, e.dataStart + Math.max(0, e.dataLen)));
-        if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(path)}: invalid symlink target`);
+        const target = e.data() ?? Buffer.alloc(0);
+        if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(scratch.subarray(0, len))}: invalid symlink target`);
         inode.payload = target;
         inode.size = BigInt(target.length);
       } else if (type === S_IFREG) {
         const size = e.size;
         inode.size = BigInt(size);
         if (size === 0) continue;
-        if (size > Number.MAX_SAFE_INTEGER) throw new CfsError(`${show(path)}: file too large`);
+        if (size > Number.MAX_SAFE_INTEGER) throw new CfsError(`${show(scratch.subarray(0, len))}: file too large`);
         if (e.dataLen >= 0) {
-          inode.content = Buffer.from(b.subarray(e.dataStart, e.dataStart + e.dataLen));
+          inode.content = e.data();
           continue;
         }
         files.push(inode);
-        pool.addFile(path, size, e.ino, e.mtimeSec * 1e3 + e.mtimeNsec / 1e6, base);
+        pool.addFile(scratch, size, e.ino, e.mtimeSec * 1e3 + e.mtimeNsec / 1e6, base, len);
       }
     }
   };
