@@ -207,26 +207,28 @@ static int scratch_fit(scratch_t *s, size_t n) {
 
 /*
  * All xattrs of one entry, appended as u32 count, then per xattr u32 name
- * length, name, u32 value length, value. `at` names the entry without
- * following it (an lxattr path) or, with follow = 1, a /proc/self/fd/N path
- * of an O_PATH descriptor of it (as upstream mkcomposefs reads them).
+ * length, name, u32 value length, value. From the open descriptor `fd`
+ * when it is not -1; else `at` names the entry without following it (an
+ * lxattr path) or, with follow = 1, is a path to follow.
  * Returns 0, or an errno with *syscall set.
  */
-static int encode_xattrs(out_t *o, const char *at, int follow, int user_only, scratch_t *names, scratch_t *value,
+static int encode_xattrs(out_t *o, const char *at, int fd, int follow, int user_only, scratch_t *names, scratch_t *value,
                          const char **syscall) {
   size_t count_at = o->len;
   uint32_t count = 0;
   put_u32(o, 0);
   ssize_t n;
   for (;;) {
-    n = follow ? listxattr(at, names->buf, names->cap) : llistxattr(at, names->buf, names->cap);
+    n = fd >= 0   ? flistxattr(fd, names->buf, names->cap)
+        : follow ? listxattr(at, names->buf, names->cap)
+                 : llistxattr(at, names->buf, names->cap);
     if (n >= 0) break;
     if (errno == ENOTSUP) return 0;
     if (errno != ERANGE) {
       *syscall = "listxattr";
       return errno;
     }
-    ssize_t want = follow ? listxattr(at, NULL, 0) : llistxattr(at, NULL, 0);
+    ssize_t want = fd >= 0 ? flistxattr(fd, NULL, 0) : follow ? listxattr(at, NULL, 0) : llistxattr(at, NULL, 0);
     if (want < 0) {
       *syscall = "listxattr";
       return errno;
@@ -241,14 +243,16 @@ static int encode_xattrs(out_t *o, const char *at, int follow, int user_only, sc
     if (user_only && strncmp(name, "user.", 5) != 0) continue;
     ssize_t v;
     for (;;) {
-      v = follow ? getxattr(at, name, value->buf, value->cap) : lgetxattr(at, name, value->buf, value->cap);
+      v = fd >= 0   ? fgetxattr(fd, name, value->buf, value->cap)
+          : follow ? getxattr(at, name, value->buf, value->cap)
+                   : lgetxattr(at, name, value->buf, value->cap);
       if (v >= 0) break;
       if (errno == ENODATA) break; /* removed meanwhile */
       if (errno != ERANGE) {
         *syscall = "getxattr";
         return errno;
       }
-      ssize_t want = follow ? getxattr(at, name, NULL, 0) : lgetxattr(at, name, NULL, 0);
+      ssize_t want = fd >= 0 ? fgetxattr(fd, name, NULL, 0) : follow ? getxattr(at, name, NULL, 0) : lgetxattr(at, name, NULL, 0);
       if (want < 0) {
         if (errno == ENODATA) break;
         *syscall = "getxattr";
@@ -279,8 +283,8 @@ static int encode_xattrs(out_t *o, const char *at, int follow, int user_only, sc
  *   u32 data offset, u32 data length (0xffffffff: none): a symlink's target
  *   or the content of a regular file of 1..inlineMax bytes.
  */
-static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t dirlen, const char *name, int xattr_mode,
-                        uint32_t inline_max, scratch_t *path, scratch_t *names, scratch_t *value, const char **syscall) {
+static int encode_entry(out_t *o, out_t *tail, int dfd, int in_dir, const char *name, int xattr_mode, uint32_t inline_max,
+                        scratch_t *path, scratch_t *names, scratch_t *value, const char **syscall) {
   struct stat st;
   if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
     *syscall = "lstat";
@@ -304,30 +308,45 @@ static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t 
   put_f64(o, (double)st.st_mtim.tv_sec);
   put_u32(o, (uint32_t)st.st_mtim.tv_nsec);
 
+  int small_file = S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= inline_max;
+  /*
+   * Xattrs are read by a path relative to the directory already open, so a
+   * parent renamed or replaced by a symlink meanwhile changes nothing (the
+   * l-calls never follow NAME itself): with `in_dir`, the working directory
+   * is that directory and NAME alone is the path; otherwise a regular file
+   * or directory is opened relative to the directory's descriptor (never
+   * following a symlink; O_NONBLOCK: whatever replaced it meanwhile never
+   * blocks the open) and read from that descriptor, anything else by
+   * /proc/self/fd/N/NAME.
+   */
+  int fd = -1;
+  if (small_file || (!in_dir && xattr_mode != 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))) {
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+    if (fd < 0 && (small_file || errno != EACCES)) {
+      *syscall = "open";
+      return errno;
+    }
+  }
+  int err = 0;
   if (xattr_mode == 0) {
     put_u32(o, 0);
+  } else if (in_dir) {
+    err = encode_xattrs(o, name, -1, 0, xattr_mode == 2, names, value, syscall);
+  } else if (fd >= 0) {
+    err = encode_xattrs(o, NULL, fd, 0, xattr_mode == 2, names, value, syscall);
   } else {
-    int err;
-    size_t need = dirlen + 1 + nlen + 1;
-    if (need < PATH_MAX) {
-      if (scratch_fit(path, need)) return ENOMEM;
-      memcpy(path->buf, dir, dirlen);
-      size_t at = dirlen;
-      if (at == 0 || path->buf[at - 1] != '/') path->buf[at++] = '/';
-      memcpy(path->buf + at, name, nlen + 1);
-      err = encode_xattrs(o, path->buf, 0, xattr_mode == 2, names, value, syscall);
-    } else {
-      int pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-      if (pfd < 0) {
-        *syscall = "open";
-        return errno;
-      }
-      char proc[64];
-      snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
-      err = encode_xattrs(o, proc, 1, xattr_mode == 2, names, value, syscall);
-      close(pfd);
+    char pre[32];
+    int pl = snprintf(pre, sizeof pre, "/proc/self/fd/%d/", dfd);
+    if (scratch_fit(path, (size_t)pl + nlen + 1)) err = ENOMEM;
+    else {
+      memcpy(path->buf, pre, (size_t)pl);
+      memcpy(path->buf + pl, name, nlen + 1);
+      err = encode_xattrs(o, path->buf, -1, 0, xattr_mode == 2, names, value, syscall);
     }
-    if (err) return err;
+  }
+  if (err) {
+    if (fd >= 0) close(fd);
+    return err;
   }
 
   if (S_ISLNK(st.st_mode)) {
@@ -340,12 +359,7 @@ static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t 
     put_u32(o, (uint32_t)tail->len);
     put_u32(o, (uint32_t)n);
     put_bytes(tail, target, (size_t)n);
-  } else if (S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= inline_max) {
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-      *syscall = "open";
-      return errno;
-    }
+  } else if (small_file) {
     char small[BLOCK + 1];
     size_t want = (size_t)st.st_size + 1, got = 0;
     while (got < want) {
@@ -360,8 +374,8 @@ static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t 
       if (n == 0) break;
       got += (size_t)n;
     }
-    close(fd);
     if (got != (size_t)st.st_size) {
+      close(fd);
       *syscall = "read";
       return -1; /* changed while it was read */
     }
@@ -372,21 +386,27 @@ static int encode_entry(out_t *o, out_t *tail, int dfd, const char *dir, size_t 
     put_u32(o, 0);
     put_u32(o, 0xffffffffu);
   }
+  if (fd >= 0 && close(fd) != 0 && errno != EINTR) {
+    *syscall = "close";
+    return errno;
+  }
   return 0;
 }
 
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *pathData;
   size_t pathLen;
   int32_t xattr_mode;
   uint32_t inline_max;
+  bool use_cwd = false;
   if (argc < 3 || napi_get_buffer_info(env, argv[0], &pathData, &pathLen) != napi_ok ||
       napi_get_value_int32(env, argv[1], &xattr_mode) != napi_ok ||
-      napi_get_value_uint32(env, argv[2], &inline_max) != napi_ok || inline_max > BLOCK) {
-    napi_throw_type_error(env, NULL, "scanDir(path: Buffer, xattrMode: number, inlineMax: number)");
+      napi_get_value_uint32(env, argv[2], &inline_max) != napi_ok || inline_max > BLOCK ||
+      (argc >= 4 && napi_get_value_bool(env, argv[3], &use_cwd) != napi_ok)) {
+    napi_throw_type_error(env, NULL, "scanDir(path: Buffer, xattrMode: number, inlineMax: number, useCwd?: boolean)");
     return NULL;
   }
   char *dir = malloc(pathLen + 1);
@@ -457,6 +477,17 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  /*
+   * With useCwd, the working directory is the scanned one while its entries
+   * are read (one-name lookups for the xattr calls: the cheapest safe way),
+   * and back where it was before this call returns. The caller makes sure
+   * nothing else resolves relative paths meanwhile.
+   */
+  int cwd = -1, in_dir = 0;
+  if (use_cwd && xattr_mode != 0) {
+    cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    in_dir = cwd >= 0 && fchdir(dfd) == 0;
+  }
   out_t o = {0};
   scratch_t path = {0}, xnames = {0}, value = {0};
   scratch_fit(&xnames, 4096);
@@ -467,7 +498,7 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   const char *failed = NULL, *syscall = "";
   int err = 0;
   for (size_t i = 0; i < count && !err; i++) {
-    err = encode_entry(&o, &tail, dfd, dir, pathLen, names[i], xattr_mode, inline_max, &path, &xnames, &value, &syscall);
+    err = encode_entry(&o, &tail, dfd, in_dir, names[i], xattr_mode, inline_max, &path, &xnames, &value, &syscall);
     if (err) failed = names[i];
     else if (o.oom || tail.oom) err = ENOMEM, failed = names[i], syscall = "scandir";
   }
@@ -478,6 +509,8 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     else memcpy(o.p + 4, &tail_at, 4);
   }
   free(tail.p);
+  if (in_dir && fchdir(cwd) != 0 && !err) err = errno, syscall = "chdir", failed = NULL;
+  if (cwd >= 0) close(cwd);
   close(dfd);
   free(path.buf);
   free(xnames.buf);
@@ -524,7 +557,7 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
   const char *syscall = "listxattr";
   int err = strlen(path) != pathLen ? EINVAL : 0;
   if (!err && (scratch_fit(&names, 4096) || scratch_fit(&value, 4096))) err = ENOMEM;
-  if (!err) err = encode_xattrs(&o, path, 0, xattr_mode == 2, &names, &value, &syscall);
+  if (!err) err = encode_xattrs(&o, path, -1, 0, xattr_mode == 2, &names, &value, &syscall);
   if (!err && o.oom) err = ENOMEM;
   napi_value result = NULL;
   if (err) throw_sys(env, errno_code(err), syscall, NULL);

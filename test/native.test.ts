@@ -192,6 +192,17 @@ describe("native scanDir", () => {
     expect(seen.length).toBe(fs.readdirSync(dir).length);
   });
 
+  it("reads the same in the working directory or not, and always gives the working directory back", () => {
+    const cwd = process.cwd();
+    const inCwd = native.scanDir(Buffer.from(dir), 1, 64, true);
+    expect(process.cwd()).toBe(cwd);
+    expect(native.scanDir(Buffer.from(dir), 1, 64, false).equals(inCwd)).toBe(true);
+    // A failing entry (a file that reads another size than lstat gave is hard to
+    // stage; a directory that vanished is not): the error leaves cwd alone too.
+    expect(() => native.scanDir(Buffer.from(path.join(dir, "gone")), 1, 64, true)).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    expect(process.cwd()).toBe(cwd);
+  });
+
   it("xattrMode 0 reads none and 2 only user.*", () => {
     for (const [mode, want] of [
       [0, 0],
@@ -309,6 +320,17 @@ describe.skipIf(!isRoot)("symlinks' own xattrs (root: trusted.* on a symlink)", 
     fs.symlinkSync("target", path.join(d, "link"));
     const r = spawnSetfattrSymlink(path.join(d, "link"), "trusted.which", "link");
     if (r !== null) return console.log(`skipped: ${r}`);
+    // In-process, both ways of reaching the entry (one-name lookups in the
+    // working directory, /proc/self/fd/N/NAME).
+    for (const useCwd of [true, false]) {
+      const e = new PackedEntries(native.scanDir(Buffer.from(d), 1, 64, useCwd));
+      const got: string[] = [];
+      for (let i = 0; i < e.count; i++) {
+        e.next();
+        e.forEachXattr((n, v) => got.push(`${e.name()}:${n}=${v}`));
+      }
+      expect(got).toEqual(["link:trusted.which=link", "target:trusted.which=target"]);
+    }
     for (const env of [{}, { CFSCTL_NATIVE: "0" }]) {
       const out = cfsctl(["create-dumpfile", "--selinux", "off", d], { env }).stdout.toString();
       const link = out.split("\n").find((l) => l.startsWith("/link "))!;

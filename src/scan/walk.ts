@@ -423,12 +423,16 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   const rootDevLo = Number(rootDev & 0xffffffffn);
   const rootDevHi = Number(rootDev >> 32n);
   const xattrMode = opts.xattrs === "none" ? 0 : opts.xattrs === "all" ? 1 : 2;
+  // scanDir may make each directory the working directory while it reads
+  // it (one-name xattr lookups): only on the main thread, and only when the
+  // hash workers get absolute paths.
+  const scanInCwd = isMainThread && (!relativeRoot || base !== null);
   let lastSecNum = -1;
   let lastSecBig = 0n;
   const walkDirNative = async (dirLen: number, dirInode: Inode): Promise<void> => {
     let e: PackedEntries;
     try {
-      e = new PackedEntries(native!.scanDir(scratch.subarray(0, dirLen), xattrMode, opts.inlineMax));
+      e = new PackedEntries(native!.scanDir(scratch.subarray(0, dirLen), xattrMode, opts.inlineMax, scanInCwd));
     } catch (err) {
       throw nativeScanError(err, scratch.subarray(0, dirLen));
     }

@@ -52,8 +52,12 @@ function failingXattr(cause: unknown): XattrAddon {
 
 /** cfsctl's own addon (native/cfsctl_native.c): a directory scanner and an fs-verity hasher. */
 export interface CfsNative {
-  /** Every entry of a directory, sorted by name bytes, packed (see src/scan/packed-entries.ts). */
-  scanDir(path: Uint8Array, xattrMode: 0 | 1 | 2, inlineMax: number): Buffer;
+  /**
+   * Every entry of a directory, sorted by name bytes, packed (see
+   * src/scan/packed-entries.ts). With useCwd the directory is the working
+   * directory while it is read (restored before the call returns).
+   */
+  scanDir(path: Uint8Array, xattrMode: 0 | 1 | 2, inlineMax: number, useCwd?: boolean): Buffer;
   /** The xattrs of a path itself (not following a symlink), packed as in scanDir's entries. */
   readXattrs(path: Uint8Array, xattrMode: 1 | 2): Buffer;
   /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */
