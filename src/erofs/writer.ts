@@ -94,6 +94,8 @@ export interface WriteOptions {
    * mkcomposefs writes; sha512 only for sha512 repositories.
    */
   metacopyAlgorithm?: "sha256" | "sha512";
+  /** writeImageTo's window (default 1 MiB); tests make it small to cross many window ends. */
+  windowSize?: number;
 }
 
 export interface WrittenImage {
@@ -702,29 +704,42 @@ class ImageWindow {
   constructor(
     readonly total: number,
     private readonly sink: ((chunk: Buffer) => void) | null,
+    windowSize = WINDOW_SIZE,
   ) {
-    this.buf = Buffer.alloc(sink === null ? total : Math.min(total, WINDOW_SIZE));
+    this.buf = Buffer.alloc(sink === null ? total : Math.min(total, windowSize));
   }
 
   /** Make [off, off + len) writable; returns where off is in buf. */
   at(off: number, len: number): number {
     if (off + len > this.base + this.buf.length) {
       if (this.sink === null) throw new CfsError("internal: image write out of bounds");
-      this.emit(off - this.base);
-      this.buf.fill(0);
+      this.sendTo(off);
       this.base = off;
       if (len > this.buf.length) this.buf = Buffer.alloc(len);
     }
     return off - this.base;
   }
 
-  private emit(n: number): void {
-    if (n > 0) this.sink!(this.buf.subarray(0, n));
+  /**
+   * Send the image up to `end` and leave the window zeroed. Padding can
+   * start the next write beyond the window's end: the bytes between are
+   * zeros, and are sent too.
+   */
+  private sendTo(end: number): void {
+    const n = end - this.base;
+    const inWindow = Math.min(n, this.buf.length);
+    if (inWindow > 0) this.sink!(this.buf.subarray(0, inWindow));
+    this.buf.fill(0);
+    for (let gap = n - inWindow; gap > 0; ) {
+      const k = Math.min(gap, this.buf.length);
+      this.sink!(this.buf.subarray(0, k));
+      gap -= k;
+    }
   }
 
   /** Send what is left (up to the image size). */
   finish(): void {
-    if (this.sink !== null) this.emit(this.total - this.base);
+    if (this.sink !== null) this.sendTo(this.total);
   }
 }
 
@@ -842,7 +857,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   if (nodes[0]!.nid !== 36) throw new CfsError("internal: root nid is not 36");
   if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
 
-  const win = new ImageWindow(totalSize, sink);
+  const win = new ImageWindow(totalSize, sink, opts.windowSize);
   win.at(0, FIRST_INODE_OFFSET);
   let img = win.buf;
   // composefs header

@@ -8,8 +8,8 @@ import type { VerityAlgorithm } from "../../fsverity/digest.js";
 import { scanContainerRoot, type ScannedTree } from "../../scan/container-scan.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
 import { readTreeFile } from "../../tree/lookup.js";
-import { writeImage } from "../../erofs/writer.js";
-import { imageDigest } from "../../erofs/image-digest.js";
+import { writeImage, writeImageTo } from "../../erofs/writer.js";
+import { FsVerityHasher } from "../../fsverity/digest.js";
 import { writeDumpfile } from "../../dumpfile/write.js";
 import { StdoutBuffer, writeStdout } from "../io.js";
 import { globalOptions, UsageError } from "../main.js";
@@ -86,8 +86,10 @@ export function registerBuild(program: Command): void {
     .addHelpText("after", "\nExample:\n  cfsctl compute-id /rootfs\n")
     .action(async (dir: string, o: { selinux?: string }, cmd: Command) => {
       const tree = await buildContainerTree(cmd, dir, parseSelinuxMode(o.selinux));
-      const { image } = writeImage(tree.root);
-      writeStdout(imageDigest(image).toString("hex") + "\n");
+      // Hashed as it is produced: the image is never whole in memory.
+      const hasher = new FsVerityHasher("sha256");
+      writeImageTo(tree.root, {}, (chunk) => hasher.update(chunk));
+      writeStdout(hasher.digest().toString("hex") + "\n");
     });
   program
     .command("create-dumpfile")
