@@ -8,6 +8,7 @@
 // all of them alike; the table gives the median wall time, the best one,
 // the median CPU time (user + system, all threads: what load does not
 // inflate) and the peak RSS.
+// Then checks that cfsctl mkcomposefs and upstream's give one digest for DIR.
 // Usage: node bench/compute-id.mjs [DIR…]   (default /usr/share /usr; RUNS=5)
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -61,5 +62,13 @@ for (const dir of dirs) {
       `${r.name.padEnd(w)}  ${s.wall.toFixed(2)} s (best ${s.best.toFixed(2)})  cpu ${s.cpu.toFixed(2)} s  peak ${s.rss.toFixed(0)} MB${ratio}`,
     );
   }
-  if (!mkcomposefs) console.log("(upstream mkcomposefs not found: put its directory in CFSCTL_PEERS)");
+  if (!mkcomposefs) {
+    console.log("(upstream mkcomposefs not found: put its directory in CFSCTL_PEERS)");
+  } else {
+    // The same tree scanned raw by both tools must give the same image (compute-id adds the container rules).
+    const digest = (cmd) => spawnSync("sh", ["-c", cmd], { encoding: "utf8" }).stdout.trim();
+    const ours = digest(`node ${CFSCTL} mkcomposefs --print-digest-only ${dir}`);
+    const theirs = digest(`${mkcomposefs} --print-digest-only ${dir}`);
+    console.log(`mkcomposefs --print-digest-only ${dir}: cfsctl ${ours.slice(0, 16)}…, upstream ${theirs.slice(0, 16)}… (${ours === theirs ? "equal" : "DIFFERENT"})`);
+  }
 }
