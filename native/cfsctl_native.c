@@ -770,34 +770,18 @@ static int grow_path(char **p, size_t *cap, size_t need) {
   return 1;
 }
 
-static napi_value hash_files(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  napi_typedarray_type t0, t1, t2, t4;
-  size_t plen, nends, nmeta, olen;
-  void *pdata, *edata, *mdata, *odata;
-  int32_t alg;
-  if (argc < 5 || napi_get_typedarray_info(env, argv[0], &t0, &plen, &pdata, NULL, NULL) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &t1, &nends, &edata, NULL, NULL) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &t2, &nmeta, &mdata, NULL, NULL) != napi_ok ||
-      napi_get_value_int32(env, argv[3], &alg) != napi_ok ||
-      napi_get_typedarray_info(env, argv[4], &t4, &olen, &odata, NULL, NULL) != napi_ok || t0 != napi_uint8_array ||
-      t1 != napi_uint32_array || t2 != napi_float64_array || t4 != napi_uint8_array || (alg != 1 && alg != 2) ||
-      nmeta != 3 * nends || olen < nends * (alg == 2 ? 64 : 32)) {
-    napi_throw_type_error(env, NULL, "hashFiles(paths, ends, meta, algorithm, out)");
-    return NULL;
-  }
-  const uint8_t *paths = pdata;
-  const uint32_t *ends = edata;
-  const double *meta = mdata;
-  size_t hlen = alg == 2 ? 64 : 32;
-  napi_value errors = NULL;
+/*
+ * Hash files paths[ends[i-1]..ends[i]) into out; errs[i] gets a message
+ * (malloc'd) for each file that failed, else stays NULL. Returns the number
+ * of failures.
+ */
+static size_t hash_batch(env_state_t *es, const uint8_t *paths, size_t plen, const uint32_t *ends, size_t n,
+                         const double *meta, int alg, uint8_t *out, char **errs) {
+  size_t hlen = alg == 2 ? 64 : 32, failed = 0;
   char *path = NULL, msg[96];
   size_t path_cap = 0;
-  env_state_t *es = env_state(env);
   uint32_t start = 0;
-  for (size_t i = 0; i < nends; i++) {
+  for (size_t i = 0; i < n; i++) {
     uint32_t end = ends[i];
     const char *err = NULL;
     if (end < start || end > plen || memchr(paths + start, 0, end - start)) {
@@ -807,25 +791,141 @@ static napi_value hash_files(napi_env env, napi_callback_info info) {
     } else {
       memcpy(path, paths + start, end - start);
       path[end - start] = 0;
-      err = hash_file(es, path, meta[3 * i], meta[3 * i + 1], meta[3 * i + 2], alg, (uint8_t *)odata + i * hlen, msg,
-                      sizeof msg);
+      err = hash_file(es, path, meta[3 * i], meta[3 * i + 1], meta[3 * i + 2], alg, out + i * hlen, msg, sizeof msg);
     }
     if (end >= start) start = end;
     if (err) {
-      if (!errors) {
-        napi_value undef;
-        napi_get_null(env, &undef);
-        napi_create_array_with_length(env, nends, &errors);
-        for (size_t j = 0; j < nends; j++) napi_set_element(env, errors, (uint32_t)j, undef);
-      }
-      napi_value s;
-      napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &s);
-      napi_set_element(env, errors, (uint32_t)i, s);
+      errs[i] = strdup(err);
+      failed++;
     }
   }
   free(path);
-  if (!errors) napi_get_null(env, &errors);
-  return errors;
+  return failed;
+}
+
+/* The messages of hash_batch as a JS array (null where a file was hashed), or null; frees them. */
+static napi_value batch_errors(napi_env env, char **errs, size_t n, size_t failed) {
+  napi_value result;
+  if (failed == 0) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_create_array_with_length(env, n, &result);
+  for (size_t i = 0; i < n; i++) {
+    napi_value v;
+    if (errs[i]) napi_create_string_utf8(env, errs[i], NAPI_AUTO_LENGTH, &v);
+    else napi_get_null(env, &v);
+    napi_set_element(env, result, (uint32_t)i, v);
+    free(errs[i]);
+  }
+  return result;
+}
+
+/* Checks the arguments of hashFiles / hashFilesAsync; 0 and a TypeError thrown if they are wrong. */
+static int batch_args(napi_env env, napi_value *argv, size_t argc, const char *usage, void **pdata, size_t *plen,
+                      void **edata, size_t *n, void **mdata, int32_t *alg, void **odata) {
+  napi_typedarray_type t0, t1, t2, t4;
+  size_t nmeta, olen;
+  if (argc < 5 || napi_get_typedarray_info(env, argv[0], &t0, plen, pdata, NULL, NULL) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &t1, n, edata, NULL, NULL) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &t2, &nmeta, mdata, NULL, NULL) != napi_ok ||
+      napi_get_value_int32(env, argv[3], alg) != napi_ok ||
+      napi_get_typedarray_info(env, argv[4], &t4, &olen, odata, NULL, NULL) != napi_ok || t0 != napi_uint8_array ||
+      t1 != napi_uint32_array || t2 != napi_float64_array || t4 != napi_uint8_array || (*alg != 1 && *alg != 2) ||
+      nmeta != 3 * *n || olen < *n * (*alg == 2 ? 64 : 32)) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value hash_files(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *pdata, *edata, *mdata, *odata;
+  size_t plen, n;
+  int32_t alg;
+  if (!batch_args(env, argv, argc, "hashFiles(paths, ends, meta, algorithm, out)", &pdata, &plen, &edata, &n, &mdata,
+                  &alg, &odata))
+    return NULL;
+  char **errs = calloc(n ? n : 1, sizeof *errs);
+  if (!errs) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  size_t failed = hash_batch(env_state(env), pdata, plen, edata, n, mdata, alg, odata, errs);
+  napi_value result = batch_errors(env, errs, n, failed);
+  free(errs);
+  return result;
+}
+
+/*
+ * hashFilesAsync(paths, ends, meta, algorithm, out) -> Promise: hashFiles
+ * in a libuv thread (no worker isolate to start); resolves to the same
+ * errors array or null. The arrays must stay untouched until it settles.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[5];
+  const uint8_t *paths;
+  size_t plen, n, failed;
+  const uint32_t *ends;
+  const double *meta;
+  int alg;
+  uint8_t *out;
+  char **errs;
+} hash_job_t;
+
+/* libuv's threads live as long as the process: their buffers are kept, one set a thread. */
+static __thread env_state_t pool_state;
+
+static void hash_execute(napi_env env, void *data) {
+  hash_job_t *j = data;
+  j->failed = hash_batch(&pool_state, j->paths, j->plen, j->ends, j->n, j->meta, j->alg, j->out, j->errs);
+}
+
+static void hash_complete(napi_env env, napi_status status, void *data) {
+  hash_job_t *j = data;
+  napi_value result = batch_errors(env, j->errs, j->n, j->failed);
+  napi_resolve_deferred(env, j->deferred, result);
+  for (int i = 0; i < 5; i++) napi_delete_reference(env, j->refs[i]);
+  napi_delete_async_work(env, j->work);
+  free(j->errs);
+  free(j);
+}
+
+static napi_value hash_files_async(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *pdata, *edata, *mdata, *odata;
+  size_t plen, n;
+  int32_t alg;
+  if (!batch_args(env, argv, argc, "hashFilesAsync(paths, ends, meta, algorithm, out)", &pdata, &plen, &edata, &n,
+                  &mdata, &alg, &odata))
+    return NULL;
+  hash_job_t *j = calloc(1, sizeof *j);
+  if (!j || !(j->errs = calloc(n ? n : 1, sizeof *j->errs))) {
+    free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->paths = pdata;
+  j->plen = plen;
+  j->ends = edata;
+  j->n = n;
+  j->meta = mdata;
+  j->alg = alg;
+  j->out = odata;
+  for (int i = 0; i < 5; i++) napi_create_reference(env, argv[i], 1, &j->refs[i]);
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "cfsctl.hashFiles", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, hash_execute, hash_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
 }
 
 /* fsverityDigest(data: Uint8Array, algorithm, out: Uint8Array, at): the digest of bytes in memory. */
@@ -1072,6 +1172,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
       {"readXattrs", NULL, read_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
+      {"hashFilesAsync", NULL, hash_files_async, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},

@@ -134,6 +134,23 @@ describe("native fs-verity", () => {
     expect(res).toEqual([want, "ENOENT (open)", ...Array(4).fill("changed while it was read"), "EISDIR (read)", want]);
   });
 
+  it("hashFilesAsync (in libuv's threads) gives what hashFiles gives, errors included", async () => {
+    const ok = path.join(work, "ok");
+    const good = jobOf(ok);
+    const jobs = [good, { ...good, path: path.join(work, "missing") }, { ...good, size: good.size - 1 }, ...rows.slice(0, 6).map((r) => jobOf(path.join(work, `vector-${r.size}`)))];
+    const paths = Buffer.concat(jobs.map((j) => Buffer.from(j.path)));
+    const ends = new Uint32Array(jobs.length);
+    let at = 0;
+    jobs.forEach((j, i) => (ends[i] = at += Buffer.byteLength(j.path)));
+    const meta = new Float64Array(jobs.flatMap((j) => [j.size, j.ino, j.mtimeMs]));
+    const out = new Uint8Array(jobs.length * 32);
+    const errors = await Promise.all([native.hashFilesAsync(new Uint8Array(paths), ends, meta, 1, out), native.hashFilesAsync(new Uint8Array(paths), ends, meta, 1, new Uint8Array(out.length))]);
+    const got = jobs.map((_, i) => errors[0]?.[i] ?? Buffer.from(out.subarray(i * 32, (i + 1) * 32)).toString("hex"));
+    expect(got).toEqual(hashFiles(jobs));
+    expect(errors[1]).toEqual(errors[0]);
+    expect(got[1]).toBe("ENOENT (open)");
+  });
+
   it("a symlink is never followed", () => {
     const target = path.join(work, "ok");
     const link = path.join(work, "link-to-ok");

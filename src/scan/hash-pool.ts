@@ -11,9 +11,12 @@
 import fs from "node:fs";
 import os from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Worker } from "node:worker_threads";
+import { Worker, isMainThread } from "node:worker_threads";
 import { digestLength, type VerityAlgorithm } from "../fsverity/digest.js";
+import { loadCfsNative } from "../util/native.js";
 import { hashBatch } from "./hash-batch.js";
+
+const native = loadCfsNative();
 
 export interface HashJob {
   id: number;
@@ -130,9 +133,14 @@ export class HashPool {
     }
     this.hashLen = digestLength(alg);
     this.threads = threads;
+    // Without a store, batches only need hashing: the native hasher does it
+    // in libuv's threads (hashFilesAsync), with no worker isolate to start.
+    this.inLibuv = native !== null && store === null && isMainThread;
   }
 
   private readonly threads: number;
+  private readonly inLibuv: boolean;
+  private libuvBatches = 0;
   private started = false;
   private finishing = false;
 
@@ -142,7 +150,7 @@ export class HashPool {
    * thread started at all.
    */
   private startWorkers(): void {
-    if (this.started) return;
+    if (this.started || this.inLibuv) return;
     this.started = true;
     const url = workerUrl();
     for (let i = 0; i < this.threads; i++) {
@@ -238,6 +246,10 @@ export class HashPool {
   }
 
   private dispatch(): void {
+    if (this.inLibuv) {
+      while (this.ready.length > 0 && this.libuvBatches < this.threads) this.hashInLibuv(this.ready.shift()!);
+      return;
+    }
     while (this.ready.length > 0) {
       let best: Slot | null = null;
       for (const s of this.slots) if (s.queued < DEPTH && (best === null || s.queued < best.queued)) best = s;
@@ -247,6 +259,30 @@ export class HashPool {
       this.inFlight++;
       best.worker.postMessage(b, [b.paths.buffer as ArrayBuffer, b.ends.buffer as ArrayBuffer, b.meta.buffer as ArrayBuffer]);
     }
+  }
+
+  /** One batch hashed by the native addon in a libuv thread. */
+  private hashInLibuv(b: HashBatch): void {
+    const n = b.ends.length;
+    const digests = new Uint8Array(n * this.hashLen);
+    this.libuvBatches++;
+    this.inFlight++;
+    native!.hashFilesAsync(b.paths, b.ends, b.meta, b.alg === "sha512" ? 2 : 1, digests).then(
+      (errors) => {
+        this.libuvBatches--;
+        let errorPaths: (string | null)[] | null = null;
+        if (errors !== null) {
+          const paths = Buffer.from(b.paths.buffer, b.paths.byteOffset, b.paths.byteLength);
+          errorPaths = errors.map((e, i) => (e === null ? null : paths.toString("utf8", i === 0 ? 0 : b.ends[i - 1]!, b.ends[i]!)));
+        }
+        this.receive({ first: b.first, n, digests, errors, errorPaths, tmps: null });
+      },
+      (e: Error) => {
+        this.libuvBatches--;
+        this.failure = e;
+        if (this.wake) this.wake();
+      },
+    );
   }
 
   /**
