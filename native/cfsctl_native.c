@@ -1,5 +1,5 @@
 /*
- * cfsctl's native scanner and fs-verity hasher (Node-API, C).
+ * cfsctl's native scanner, fs-verity hasher and object writer (Node-API, C).
  *
  * The directory walk and the file hashing are the hot path of compute-id and
  * create-image. In JavaScript every entry costs several calls through Node's
@@ -7,13 +7,14 @@
  * objects, and every 4096-byte block a call into node:crypto. Here one call
  * reads a whole directory, and one call hashes a batch of files.
  *
- *   scanDir(path, xattrMode, inlineMax) -> Buffer
+ *   scanDir(path, xattrMode, inlineMax, useCwd?) -> Buffer
  *     Every entry of the directory `path` (bytes), sorted by name bytes:
  *     u32 count, u32 offset of the tail, the entries (see encode_entry()),
- *     then the tail (names, symlink targets, small contents). xattrMode: 0 none, 1 all,
- *     2 `user.*` only. Regular files of 1..inlineMax bytes carry their
- *     content, symlinks their target.
- *
+ *     then the tail (names, symlink targets, small contents). xattrMode: 0
+ *     none, 1 all, 2 `user.*` only. Regular files of 1..inlineMax bytes
+ *     carry their content, symlinks their target. useCwd: see scan_dir().
+ *   readXattrs(path, xattrMode) -> Buffer
+ *     The xattrs of `path` itself, packed as in an entry.
  *   hashFiles(paths, ends, meta, algorithm, out) -> (string|null)[] | null
  *     fs-verity digests (4096-byte blocks, no salt; algorithm 1 = sha256,
  *     2 = sha512) of the files paths[ends[i-1]..ends[i]), written to `out`
@@ -21,10 +22,20 @@
  *     as the walk saw them; a file that differs afterwards, or reads another
  *     size, is an error ("changed while it was read"). The result has one
  *     message per failed file, or is null when every file was hashed.
+ *   hashFilesAsync(...) -> Promise: the same in a libuv thread.
+ *   verityDigest(data, algorithm, out, at), hashBlocks(data, algorithm, out, at)
+ *     The digest of bytes in memory; the hashes of whole blocks (a tree's
+ *     first level, for the JavaScript hasher).
+ *   writeFile(path, parts, chmod) -> Promise<boolean>
+ *     An object file written in a libuv thread (see write_file()).
+ *   useShaExtensions(on?) -> boolean
+ *     Whether the CPU's SHA extensions hash 4096-byte blocks (tests turn
+ *     them off to compare with OpenSSL).
  *
- * Nothing here keeps state between calls: hashFiles may run in several
- * worker threads at once. The SHA-2 functions are OpenSSL's, which the Node
- * binary itself carries and exports (resolved when the addon loads).
+ * Each Node environment (the main thread, each worker) has its own read
+ * buffer and tree state (instance data); libuv's threads have their own.
+ * The SHA-2 functions are OpenSSL's, which the Node binary itself carries
+ * and exports (resolved when the addon loads), and sha256_4k.c's.
  *
  * Errors of scanDir are thrown as Error objects with `code` (ENOENT…),
  * `syscall` and `entry` (the entry's name, a Buffer, absent for the
@@ -101,7 +112,7 @@ static void put_f64(out_t *o, double v) {
 }
 
 static void put_bytes(out_t *o, const void *b, size_t n) {
-  if (out_reserve(o, n)) return;
+  if (n == 0 || out_reserve(o, n)) return; /* nothing to copy: b may be NULL */
   memcpy(o->p + o->len, b, n);
   o->len += n;
 }

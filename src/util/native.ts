@@ -90,8 +90,10 @@ export function loadCfsNative(): CfsNative | null {
   cfsNative = null;
   if (process.env.CFSCTL_NATIVE === "0") return null;
   try {
-    // dist/util/native.js and src/util/native.ts alike: the package's build/ directory.
-    cfsNative = createRequire(import.meta.url)("../../build/Release/cfsctl_native.node") as CfsNative;
+    // dist/util/native.js and src/util/native.ts alike: the package's build/
+    // directory (CFSCTL_NATIVE_ADDON: another build, as the sanitizer check loads).
+    const addon = process.env.CFSCTL_NATIVE_ADDON ?? "../../build/Release/cfsctl_native.node";
+    cfsNative = createRequire(import.meta.url)(addon) as CfsNative;
   } catch {
     cfsNative = null;
   }
