@@ -13,7 +13,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
 import { loadCfsNative, type CfsNative } from "../src/util/native.js";
-import { FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
+import { CLI, FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
 
 const work = tmpdir();
 let native: CfsNative;
@@ -256,6 +256,35 @@ describe("native scanDir", () => {
     expect(() => native.scanDir(Buffer.from(path.join(dir, "small")), 1, 64)).toThrow(expect.objectContaining({ code: "ENOTDIR" }));
     expect(() => native.scanDir(Buffer.from("a\0b"), 1, 64)).toThrow(expect.objectContaining({ code: "EINVAL" }));
     expect(() => native.scanDir(Buffer.from(dir), 1, 5000)).toThrow(TypeError);
+  });
+});
+
+describe("relative roots", () => {
+  it("give the digest of the absolute path, from an ASCII or a non-ASCII working directory, with both scanners", () => {
+    // A non-ASCII parent: the walk then cannot name files by an absolute
+    // path built from the working directory, and scans without changing it.
+    const parent = path.join(work, "réal");
+    const tree = path.join(parent, "tree");
+    for (let d = 0; d < 4; d++) {
+      const dir = path.join(tree, `d${d}`);
+      fs.mkdirSync(dir, { recursive: true });
+      // Enough files for several hash batches.
+      for (let f = 0; f < 150; f++) fs.writeFileSync(path.join(dir, `f${f}`), Buffer.alloc(70 + f * 13, f));
+      xattr.setAttributeSync(path.join(dir, "f1"), "user.x", `y${d}`);
+    }
+    const absolute = cfsctl(["compute-id", tree]);
+    expect(absolute.stderr).toBe("");
+    for (const env of [{}, { CFSCTL_NATIVE: "0" }]) {
+      for (const [cwd, rel] of [
+        [work, "réal/tree"],
+        [parent, "tree"],
+        [tree, "."],
+      ]) {
+        const r = spawnSync(process.execPath, [CLI, "compute-id", rel!], { cwd, env: { ...process.env, ...env } });
+        expect(r.stderr.toString(), `${JSON.stringify(env)} in ${cwd}`).toBe("");
+        expect(r.stdout.toString()).toBe(absolute.stdout.toString());
+      }
+    }
   });
 });
 
