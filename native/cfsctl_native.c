@@ -119,9 +119,24 @@ static void put_bytes(out_t *o, const void *b, size_t n) {
 
 /* ---------- errors ---------- */
 
+/* The errno's name ("ENOENT"), as Node's errors carry it in `code`. */
 static const char *errno_code(int e) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
   const char *n = strerrorname_np(e);
-  return n ? n : "EIO";
+  if (n) return n;
+#endif
+  /* Other C libraries (musl): the names cfsctl's messages know. */
+  switch (e) {
+#define NAME(x) \
+  case x:       \
+    return #x;
+    NAME(ENOENT) NAME(EACCES) NAME(EPERM) NAME(ENOTDIR) NAME(EISDIR) NAME(EEXIST) NAME(ENOSPC) NAME(EROFS)
+    NAME(ELOOP) NAME(ENAMETOOLONG) NAME(EIO) NAME(EOPNOTSUPP) NAME(EINVAL) NAME(EBUSY) NAME(ENODATA) NAME(ENOMEM)
+    NAME(EMFILE) NAME(ENFILE) NAME(EBADF) NAME(EINTR) NAME(EAGAIN) NAME(EXDEV) NAME(EFBIG) NAME(EOVERFLOW)
+    NAME(ESTALE) NAME(EDQUOT) NAME(ERANGE) NAME(E2BIG)
+#undef NAME
+  }
+  return "EIO";
 }
 
 /* Throw Error{code, syscall, entry?}; message "<code> (<syscall>)". */
