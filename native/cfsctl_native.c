@@ -59,13 +59,24 @@
 #include <unistd.h>
 
 /*
- * OpenSSL's SHA-2, from the headers Node ships and the symbols the node
- * binary (or the libcrypto it links) exports. The low-level calls, not EVP
- * or the one-shot SHA256(): those fetch an implementation on every call,
- * which measured 25% slower over 4096-byte blocks.
+ * OpenSSL's SHA-2, from the symbols the node binary (or the libcrypto it
+ * links) exports; declared here rather than taken from headers, which not
+ * every Node installation ships. The low-level calls, not EVP or the
+ * one-shot SHA256(): those fetch an implementation on every call, which
+ * measured 25% slower over 4096-byte blocks. The contexts are opaque here:
+ * SHA256_CTX is 112 bytes and SHA512_CTX 216 in OpenSSL 1.1 and 3.x; 256
+ * aligned bytes hold either. Where a Node build exports none of these, the
+ * addon does not load and cfsctl uses its JavaScript paths.
  */
-#define OPENSSL_SUPPRESS_DEPRECATED
-#include <openssl/sha.h>
+typedef struct {
+  uint64_t opaque[32];
+} sha_ctx_t;
+extern int SHA256_Init(sha_ctx_t *c);
+extern int SHA256_Update(sha_ctx_t *c, const void *data, size_t len);
+extern int SHA256_Final(unsigned char *md, sha_ctx_t *c);
+extern int SHA512_Init(sha_ctx_t *c);
+extern int SHA512_Update(sha_ctx_t *c, const void *data, size_t len);
+extern int SHA512_Final(unsigned char *md, sha_ctx_t *c);
 
 #include "sha256_4k.h"
 
@@ -611,12 +622,12 @@ static void hash_block(int alg, const uint8_t *data, size_t n, uint8_t *md) {
   if (alg == 1 && n == BLOCK && use_sha_ext) {
     sha256_4k_x1(data, md);
   } else if (alg == 2) {
-    SHA512_CTX c;
+    sha_ctx_t c;
     SHA512_Init(&c);
     SHA512_Update(&c, data, n);
     SHA512_Final(md, &c);
   } else {
-    SHA256_CTX c;
+    sha_ctx_t c;
     SHA256_Init(&c);
     SHA256_Update(&c, data, n);
     SHA256_Final(md, &c);
