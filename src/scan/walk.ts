@@ -416,9 +416,9 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
 
   /**
    * The same walk with the native scanner: one call reads a whole directory
-   * (names, lstat, xattrs, symlink targets, small files' contents), so no
-   * working-directory changes are needed. Decisions are the ones walkDir
-   * makes, entry by entry.
+   * (names, lstat, xattrs, symlink targets, small files' contents); any
+   * working-directory change happens inside that call and is undone before
+   * it returns. Decisions are the ones walkDir makes, entry by entry.
    */
   const rootDevLo = Number(rootDev & 0xffffffffn);
   const rootDevHi = Number(rootDev >> 32n);
