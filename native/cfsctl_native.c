@@ -150,8 +150,8 @@ static const char *errno_code(int e) {
   return "EIO";
 }
 
-/* Throw Error{code, syscall, entry?}; message "<code> (<syscall>)". */
-static void throw_sys(napi_env env, const char *code, const char *syscall, const char *entry) {
+/* Error{code, syscall}, message "<code> (<syscall>)", as Node's system errors carry them. */
+static napi_value sys_error(napi_env env, const char *code, const char *syscall) {
   char msg[128];
   snprintf(msg, sizeof msg, "%s (%s)", code, syscall);
   napi_value m, c, err, v;
@@ -161,6 +161,12 @@ static void throw_sys(napi_env env, const char *code, const char *syscall, const
   napi_set_named_property(env, err, "code", c);
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, err, "syscall", v);
+  return err;
+}
+
+/* Throw sys_error(code, syscall), with `entry` (a Buffer) when one is named. */
+static void throw_sys(napi_env env, const char *code, const char *syscall, const char *entry) {
+  napi_value err = sys_error(env, code, syscall), v;
   if (entry) {
     napi_create_buffer_copy(env, strlen(entry), entry, NULL, &v);
     napi_set_named_property(env, err, "entry", v);
@@ -661,29 +667,35 @@ static void verity_add(verity_t *v, int l, const uint8_t *h) {
   }
 }
 
-/* Hash whole blocks of data (len a multiple of BLOCK, or the zero-padded last one). */
-static void verity_blocks(verity_t *v, const uint8_t *data, size_t len) {
-  uint8_t md[64];
-  size_t off = 0;
-  if (v->alg == 1 && use_sha_ext) {
-    /* Data blocks are independent: four (or two) at a time. */
-    uint8_t m4[4][32];
-    uint8_t *const out4[4] = {m4[0], m4[1], m4[2], m4[3]};
-    for (; len - off >= 4 * BLOCK; off += 4 * BLOCK) {
-      const uint8_t *const in4[4] = {data + off, data + off + BLOCK, data + off + 2 * BLOCK, data + off + 3 * BLOCK};
+/*
+ * The hash of each of the n 4096-byte blocks at `data`, one after another
+ * at `out`. Data blocks are independent: with the SHA extensions, four (or
+ * two) at a time.
+ */
+static void hash_data_blocks(int alg, const uint8_t *data, size_t n, uint8_t *out) {
+  size_t hlen = alg == 2 ? 64 : 32, i = 0;
+  if (alg == 1 && use_sha_ext) {
+    for (; n - i >= 4; i += 4) {
+      const uint8_t *const in4[4] = {data + i * BLOCK, data + (i + 1) * BLOCK, data + (i + 2) * BLOCK, data + (i + 3) * BLOCK};
+      uint8_t *const out4[4] = {out + i * 32, out + (i + 1) * 32, out + (i + 2) * 32, out + (i + 3) * 32};
       sha256_4k_x4(in4, out4);
-      for (int k = 0; k < 4; k++) verity_add(v, 0, m4[k]);
     }
-    if (len - off >= 2 * BLOCK) {
-      sha256_4k_x2(data + off, data + off + BLOCK, m4[0], m4[1]);
-      verity_add(v, 0, m4[0]);
-      verity_add(v, 0, m4[1]);
-      off += 2 * BLOCK;
+    if (n - i >= 2) {
+      sha256_4k_x2(data + i * BLOCK, data + (i + 1) * BLOCK, out + i * 32, out + (i + 1) * 32);
+      i += 2;
     }
   }
-  for (; off < len; off += BLOCK) {
-    hash_block(v->alg, data + off, BLOCK, md);
-    verity_add(v, 0, md);
+  for (; i < n; i++) hash_block(alg, data + i * BLOCK, BLOCK, out + i * hlen);
+}
+
+/* Hash whole blocks of data (len a multiple of BLOCK, or the zero-padded last one) into the tree. */
+static void verity_blocks(verity_t *v, const uint8_t *data, size_t len) {
+  uint8_t md[4 * 64];
+  for (size_t off = 0; off < len;) {
+    size_t k = (len - off) / BLOCK < 4 ? (len - off) / BLOCK : 4;
+    hash_data_blocks(v->alg, data + off, k, md);
+    for (size_t i = 0; i < k; i++) verity_add(v, 0, md + i * v->hlen);
+    off += k * BLOCK;
   }
 }
 
@@ -965,24 +977,39 @@ static napi_value hash_files_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-/* fsverityDigest(data: Uint8Array, algorithm, out: Uint8Array, at): the digest of bytes in memory. */
-static napi_value verity_digest(napi_env env, napi_callback_info info) {
+/*
+ * The arguments (data: Uint8Array, algorithm, out: Uint8Array, at) of
+ * verityDigest and hashBlocks: *out points at out[at], which must have room
+ * for one digest, or with `blocks` for one per 4096-byte block of data (a
+ * whole number of them). 0 and a TypeError thrown if they are wrong.
+ */
+static int data_out_args(napi_env env, napi_callback_info info, const char *usage, int blocks, void **data, size_t *dlen,
+                         int32_t *alg, void **out) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   napi_typedarray_type t0, t2;
-  size_t dlen, olen;
-  void *ddata, *odata;
-  int32_t alg;
+  size_t olen;
   uint32_t at;
-  if (argc < 4 || napi_get_typedarray_info(env, argv[0], &t0, &dlen, &ddata, NULL, NULL) != napi_ok ||
-      napi_get_value_int32(env, argv[1], &alg) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &t2, &olen, &odata, NULL, NULL) != napi_ok ||
+  if (argc < 4 || napi_get_typedarray_info(env, argv[0], &t0, dlen, data, NULL, NULL) != napi_ok ||
+      napi_get_value_int32(env, argv[1], alg) != napi_ok ||
+      napi_get_typedarray_info(env, argv[2], &t2, &olen, out, NULL, NULL) != napi_ok ||
       napi_get_value_uint32(env, argv[3], &at) != napi_ok || t0 != napi_uint8_array || t2 != napi_uint8_array ||
-      (alg != 1 && alg != 2) || (size_t)at + (alg == 2 ? 64 : 32) > olen) {
-    napi_throw_type_error(env, NULL, "verityDigest(data, algorithm, out, at)");
-    return NULL;
+      (*alg != 1 && *alg != 2) || (blocks && *dlen % BLOCK != 0) ||
+      (size_t)at + (blocks ? *dlen / BLOCK : 1) * (*alg == 2 ? 64 : 32) > olen) {
+    napi_throw_type_error(env, NULL, usage);
+    return 0;
   }
+  *out = (uint8_t *)*out + at;
+  return 1;
+}
+
+/* fsverityDigest(data: Uint8Array, algorithm, out: Uint8Array, at): the digest of bytes in memory. */
+static napi_value verity_digest(napi_env env, napi_callback_info info) {
+  void *ddata, *odata;
+  size_t dlen;
+  int32_t alg;
+  if (!data_out_args(env, info, "verityDigest(data, algorithm, out, at)", 0, &ddata, &dlen, &alg, &odata)) return NULL;
   env_state_t *st = env_state(env);
   if (!st->verity && !(st->verity = malloc(sizeof *st->verity))) {
     napi_throw_error(env, "ENOMEM", "out of memory");
@@ -998,7 +1025,7 @@ static napi_value verity_digest(napi_env env, napi_callback_info info) {
     memcpy(last, (uint8_t *)ddata + whole, dlen - whole);
     verity_blocks(tv, last, BLOCK);
   }
-  verity_final(tv, (uint8_t *)odata + at);
+  verity_final(tv, odata);
   return NULL;
 }
 
@@ -1074,17 +1101,7 @@ static void write_execute(napi_env env, void *data) {
 static void write_complete(napi_env env, napi_status status, void *data) {
   write_job_t *j = data;
   if (j->err) {
-    const char *code = errno_code(j->err);
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s (%s)", code, j->syscall);
-    napi_value m, c, err, v;
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-    napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
-    napi_create_error(env, c, m, &err);
-    napi_set_named_property(env, err, "code", c);
-    napi_create_string_utf8(env, j->syscall, NAPI_AUTO_LENGTH, &v);
-    napi_set_named_property(env, err, "syscall", v);
-    napi_reject_deferred(env, j->deferred, err);
+    napi_reject_deferred(env, j->deferred, sys_error(env, errno_code(j->err), j->syscall));
   } else {
     napi_value made;
     napi_get_boolean(env, j->made_dir != 0, &made);
@@ -1150,37 +1167,11 @@ static napi_value write_file(napi_env env, napi_callback_info info) {
  * first level of an fs-verity tree, for hashers that keep the rest.
  */
 static napi_value hash_blocks(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  napi_typedarray_type t0, t2;
-  size_t dlen, olen;
   void *ddata, *odata;
+  size_t dlen;
   int32_t alg;
-  uint32_t at;
-  if (argc < 4 || napi_get_typedarray_info(env, argv[0], &t0, &dlen, &ddata, NULL, NULL) != napi_ok ||
-      napi_get_value_int32(env, argv[1], &alg) != napi_ok ||
-      napi_get_typedarray_info(env, argv[2], &t2, &olen, &odata, NULL, NULL) != napi_ok ||
-      napi_get_value_uint32(env, argv[3], &at) != napi_ok || t0 != napi_uint8_array || t2 != napi_uint8_array ||
-      (alg != 1 && alg != 2) || dlen % BLOCK != 0 || (size_t)at + dlen / BLOCK * (alg == 2 ? 64 : 32) > olen) {
-    napi_throw_type_error(env, NULL, "hashBlocks(data, algorithm, out, at)");
-    return NULL;
-  }
-  const uint8_t *d = ddata;
-  uint8_t *o = (uint8_t *)odata + at;
-  size_t n = dlen / BLOCK, i = 0;
-  if (alg == 1 && use_sha_ext) {
-    for (; n - i >= 4; i += 4) {
-      const uint8_t *const in4[4] = {d + i * BLOCK, d + (i + 1) * BLOCK, d + (i + 2) * BLOCK, d + (i + 3) * BLOCK};
-      uint8_t *const out4[4] = {o + i * 32, o + (i + 1) * 32, o + (i + 2) * 32, o + (i + 3) * 32};
-      sha256_4k_x4(in4, out4);
-    }
-    if (n - i >= 2) {
-      sha256_4k_x2(d + i * BLOCK, d + (i + 1) * BLOCK, o + i * 32, o + (i + 1) * 32);
-      i += 2;
-    }
-  }
-  for (; i < n; i++) hash_block(alg, d + i * BLOCK, BLOCK, o + i * (alg == 2 ? 64 : 32));
+  if (!data_out_args(env, info, "hashBlocks(data, algorithm, out, at)", 1, &ddata, &dlen, &alg, &odata)) return NULL;
+  hash_data_blocks(alg, ddata, dlen / BLOCK, odata);
   return NULL;
 }
 
