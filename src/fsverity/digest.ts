@@ -79,12 +79,7 @@ export class FsVerityHasher {
       this.blockFill = 0;
     }
     if (native !== null && len - off >= BLOCK_SIZE) {
-      if (this.levels.length === 0) {
-        this.levels.push(Buffer.allocUnsafe(BLOCK_SIZE));
-        this.levelFill.push(0);
-        this.levelCount.push(0);
-      }
-      const level0 = this.levels[0]!;
+      const level0 = this.levelBuffer(0);
       const algId = this.alg === "sha512" ? 2 : 1;
       while (len - off >= BLOCK_SIZE) {
         // As many blocks as the level's buffer has room for hashes.
@@ -126,13 +121,18 @@ export class FsVerityHasher {
     return this;
   }
 
-  private addHash(level: number, h: string): void {
+  /** The block being filled at tree level `level` (the next level up is made when first needed). */
+  private levelBuffer(level: number): Buffer {
     if (level === this.levels.length) {
       this.levels.push(Buffer.allocUnsafe(BLOCK_SIZE));
       this.levelFill.push(0);
       this.levelCount.push(0);
     }
-    const buf = this.levels[level]!;
+    return this.levels[level]!;
+  }
+
+  private addHash(level: number, h: string): void {
+    const buf = this.levelBuffer(level);
     buf.write(h, this.levelFill[level]!, this.hashLen, "latin1");
     this.levelFill[level]! += this.hashLen;
     this.levelCount[level]! += 1;

@@ -53,6 +53,46 @@ class Failure {
 }
 
 /**
+ * Read a file of fewer than CHUNK bytes whole into `buf` with reads of
+ * size + 1 bytes: a regular file reads short only at its end, so getting
+ * `size` bytes means the whole file (the fstat check catches a file that
+ * grows after). Another size is a Failure.
+ */
+function readSmall(fd: number, size: number): void {
+  let total = 0;
+  for (;;) {
+    const n = fs.readSync(fd, buf, total, size + 1 - total, null);
+    total += n;
+    if (n === 0 || total >= size) break;
+  }
+  if (total !== size) throw new Failure("changed while it was read");
+}
+
+/** Create `tmp` (never an existing file) holding buf[0, size). */
+function writeSmall(tmp: string, size: number): void {
+  const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+  try {
+    let off = 0;
+    while (off < size) off += fs.writeSync(o, buf, off, size - off);
+  } finally {
+    fs.closeSync(o);
+  }
+}
+
+/** The objects/XX directory of the digest at digests[at…] in `store`, and whether the object exists. */
+function objectDir(store: string, digests: Uint8Array, at: number, len: number): { dir: string; exists: boolean } {
+  const hex = Buffer.from(digests.buffer, digests.byteOffset + at, len).toString("hex");
+  const dir = path.join(store, hex.slice(0, 2));
+  return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
+}
+
+/** A temporary name in `dir` (made if missing) for a copy being stored. */
+function tmpIn(dir: string): string {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  return path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
+}
+
+/**
  * Hash one file into `out` at `at`; returns the temporary copy's path when
  * one was stored. Throws a Failure (or a system error) for a file that
  * cannot be hashed.
@@ -63,22 +103,14 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
   try {
     fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     let total = 0;
-    let whole: boolean;
-    if (job.size < CHUNK) {
-      // One read of size + 1 bytes: a regular file reads short only at its
-      // end, so getting `size` bytes means the whole file (fstat below
-      // catches a file that grows after).
-      for (;;) {
-        const n = fs.readSync(fd, buf, total, job.size + 1 - total, null);
-        total += n;
-        if (n === 0 || total >= job.size) break;
-      }
-      if (total !== job.size) throw new Failure("changed while it was read");
-      whole = true;
+    // A file under CHUNK is read whole and, if stored, written from those bytes.
+    const whole = job.size < CHUNK;
+    if (whole) {
+      readSmall(fd, job.size);
+      total = job.size;
       if (total <= BLOCK_SIZE) fsverityDigestSmallInto(buf.subarray(0, total), alg, out, at);
       else hasher(alg).update(buf.subarray(0, total)).digestInto(out, at);
     } else {
-      whole = false;
       const h = hasher(alg);
       for (;;) {
         const n = fs.readSync(fd, buf, 0, CHUNK, null);
@@ -93,19 +125,11 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
     if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
     if (store === null) return null;
 
-    const hex = Buffer.from(out.buffer, out.byteOffset + at, digestLength(alg)).toString("hex");
-    const dir = path.join(store, hex.slice(0, 2));
-    if (fs.existsSync(path.join(dir, hex.slice(2)))) return null;
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-    tmp = path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
+    const obj = objectDir(store, out, at, digestLength(alg));
+    if (obj.exists) return null;
+    tmp = tmpIn(obj.dir);
     if (whole) {
-      const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-      try {
-        let off = 0;
-        while (off < total) off += fs.writeSync(o, buf, off, total - off);
-      } finally {
-        fs.closeSync(o);
-      }
+      writeSmall(tmp, total);
     } else {
       fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       fs.chmodSync(tmp, 0o644);
@@ -125,13 +149,6 @@ function failureMessage(e: unknown): string {
   return e instanceof Failure ? e.message : err.code ? `${err.code} (${err.syscall ?? "io"})` : String(err.message);
 }
 
-/** The object path of the digest at digests[at…] in `store`, and whether it exists. */
-function objectPath(store: string, digests: Uint8Array, at: number, len: number): { dir: string; exists: boolean } {
-  const hex = Buffer.from(digests.buffer, digests.byteOffset + at, len).toString("hex");
-  const dir = path.join(store, hex.slice(0, 2));
-  return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
-}
-
 const check = new Uint8Array(64);
 
 /**
@@ -145,27 +162,14 @@ const check = new Uint8Array(64);
  */
 function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint8Array, at: number, hashLen: number): string {
   const algId = alg === "sha512" ? 2 : 1;
-  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  let tmp: string | null = path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
+  let tmp: string | null = tmpIn(dir);
   let fd = -1;
   try {
     if (job.size < CHUNK) {
       fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-      let total = 0;
-      for (;;) {
-        const n = fs.readSync(fd, buf, total, job.size + 1 - total, null);
-        total += n;
-        if (n === 0 || total > job.size) break;
-      }
-      if (total !== job.size) throw new Failure("changed while it was read");
-      native!.verityDigest(buf.subarray(0, total), algId, check, 0);
-      const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-      try {
-        let off = 0;
-        while (off < total) off += fs.writeSync(o, buf, off, total - off);
-      } finally {
-        fs.closeSync(o);
-      }
+      readSmall(fd, job.size);
+      native!.verityDigest(buf.subarray(0, job.size), algId, check, 0);
+      writeSmall(tmp, job.size);
     } else {
       fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       fs.chmodSync(tmp, 0o644);
@@ -218,7 +222,7 @@ export function hashBatch(b: HashBatch): HashBatchResult {
         continue;
       }
       if (b.store === null) continue;
-      const obj = objectPath(b.store, digests, i * hashLen, hashLen);
+      const obj = objectDir(b.store, digests, i * hashLen, hashLen);
       if (obj.exists) continue;
       try {
         (tmps ??= new Array<string | null>(n).fill(null))[i] = storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);

@@ -92,24 +92,17 @@ export class PackedEntries {
 
   /** Each xattr of the current entry, as views of the buffer. */
   forEachXattr(fn: (name: Buffer, value: Buffer) => void): void {
-    const b = this.buf;
-    let p = this.xattrStart;
-    for (let i = 0; i < this.xattrCount; i++) {
-      const nl = b.readUInt32LE(p);
-      const name = b.subarray(p + 4, p + 4 + nl);
-      p += 4 + nl;
-      const vl = b.readUInt32LE(p);
-      const value = b.subarray(p + 4, p + 4 + vl);
-      p += 4 + vl;
-      fn(name, value);
-    }
+    eachXattr(this.buf, this.xattrStart, this.xattrCount, fn);
   }
 }
 
 /** Each xattr of a packed xattr list (readXattrs: u32 count, then name and value pairs), as views of `buf`. */
 export function forEachPackedXattr(buf: Buffer, fn: (name: Buffer, value: Buffer) => void): void {
-  const count = buf.readUInt32LE(0);
-  let p = 4;
+  eachXattr(buf, 4, buf.readUInt32LE(0), fn);
+}
+
+/** `count` (u32 name length, name, u32 value length, value) pairs from buf[p…]. */
+function eachXattr(buf: Buffer, p: number, count: number, fn: (name: Buffer, value: Buffer) => void): void {
   for (let i = 0; i < count; i++) {
     const nl = buf.readUInt32LE(p);
     const name = buf.subarray(p + 4, p + 4 + nl);

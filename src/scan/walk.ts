@@ -324,6 +324,18 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   rootPath.copy(scratch);
   const DOT = Buffer.from(".");
 
+  /** Put `name` at scratch[pre…] (growing scratch, keeping its first `pre` bytes); returns the path's length. */
+  const appendName = (pre: number, name: Buffer): number => {
+    const len = pre + name.length;
+    if (len > scratch.length) {
+      const grown = Buffer.allocUnsafe(2 * len);
+      scratch.copy(grown, 0, 0, pre);
+      scratch = grown;
+    }
+    scratch.set(name, pre);
+    return len;
+  };
+
   /**
    * Walk the directory scratch[0, dirLen). `rel`: where, in scratch, the path
    * relative to the working directory starts. The walk changes into every
@@ -349,13 +361,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     if (rel === dirLen) rel = pre;
     for (const str of names) {
       const name = Buffer.from(str, "latin1");
-      const len = pre + name.length;
-      if (len > scratch.length) {
-        const grown = Buffer.allocUnsafe(2 * len);
-        scratch.copy(grown, 0, 0, pre);
-        scratch = grown;
-      }
-      name.copy(scratch, pre);
+      const len = appendName(pre, name);
       const path = scratch.subarray(0, len);
       const at = rel === 0 ? path : scratch.subarray(rel, len);
       // The whole path as a string when it is ASCII (for fs-xattr, which
@@ -441,14 +447,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     for (let i = 0; i < e.count; i++) {
       e.next();
       const name = e.name();
-      const len = pre + name.length;
-      if (len > scratch.length) {
-        const grown = Buffer.allocUnsafe(2 * len);
-        scratch.copy(grown, 0, 0, pre);
-        scratch = grown;
-      }
       // scratch[0, len) is the entry's path (made a Buffer only for messages).
-      scratch.set(name, pre);
+      const len = appendName(pre, name);
       if (e.devLo !== rootDevLo || e.devHi !== rootDevHi) {
         throw new CfsError(`${show(scratch.subarray(0, len))}: a mount point (another filesystem); cfsctl never crosses mount points`);
       }
