@@ -59,18 +59,28 @@ const members = layers.map((l) => Number(spawnSync("sh", ["-c", `tar -tzf ${q(l.
 const MB = (n) => (n / 1e6).toFixed(1);
 
 // 2. The three paths.
-const R = path.join(scratch, "repo-a");
-const BUNDLE = path.join(scratch, "bundle-b");
-const TREE = path.join(scratch, "tree-c");
-const R2 = path.join(scratch, "repo-c");
+// Every round writes into directories of its own, and nothing is deleted
+// until all rounds are timed: on ext4 without a journal (this machine's
+// root), creating inodes soon after thousands were deleted walks past each
+// recently freed one (ext4 recently_deleted(), up to 5 minutes), which made
+// whichever path ran after a deletion pay up to several seconds of system
+// time. Outputs of an earlier run of this script are moved aside first and
+// removed at the end.
+const outputs = (round) => {
+  const d = path.join(scratch, `round-${round}`);
+  return { R: path.join(d, "repo-a"), BUNDLE: path.join(d, "bundle-b"), TREE: path.join(d, "tree-c"), R2: path.join(d, "repo-c"), RE: path.join(d, "repo-e") };
+};
 const cfs = `node ${q(CFSCTL)} --quiet`;
-const untar = layers.map((l) => `tar -C ${q(TREE)} --xattrs --xattrs-include='*' --numeric-owner -xzf ${q(l.file)}`).join(" && ");
-const steps = {
-  a: { setup: `rm -rf ${q(R)}`, cmd: `${cfs} --repo ${q(R)} import-oci ${q(`${layout}:${tag}`)}`, node: true },
-  b: { setup: `rm -rf ${q(BUNDLE)}`, cmd: `${q(umoci)} unpack --image ${q(`${layout}:${tag}`)} ${q(BUNDLE)} > /dev/null` },
-  c1: { setup: `rm -rf ${q(TREE)} ${q(R2)} && mkdir -p ${q(TREE)}`, cmd: untar },
-  c2: { setup: null, cmd: `${cfs} --repo ${q(R2)} create-image ${q(TREE)}`, node: true },
-  e: { setup: `rm -rf ${q(R)}`, cmd: `${eatmydata} ${cfs} --repo ${q(R)} import-oci ${q(`${layout}:${tag}`)}`, node: true },
+const stepsFor = (round) => {
+  const { R, BUNDLE, TREE, R2, RE } = outputs(round);
+  const untar = layers.map((l) => `tar -C ${q(TREE)} --xattrs --xattrs-include='*' --numeric-owner -xzf ${q(l.file)}`).join(" && ");
+  return {
+    a: { setup: `mkdir -p ${q(path.dirname(R))}`, cmd: `${cfs} --repo ${q(R)} import-oci ${q(`${layout}:${tag}`)}`, node: true },
+    b: { setup: null, cmd: `${q(umoci)} unpack --image ${q(`${layout}:${tag}`)} ${q(BUNDLE)} > /dev/null` },
+    c1: { setup: `mkdir -p ${q(TREE)}`, cmd: untar },
+    c2: { setup: null, cmd: `${cfs} --repo ${q(R2)} create-image ${q(TREE)}`, node: true },
+    e: { setup: null, cmd: `${eatmydata} ${cfs} --repo ${q(RE)} import-oci ${q(`${layout}:${tag}`)}`, node: true },
+  };
 };
 
 // A preload that reports the node process's own peak RSS (the fallback without GNU time).
@@ -78,8 +88,8 @@ const rssHook = `data:text/javascript,process.on("exit",()=>process.stderr.write
 
 /** One timed run: seconds, peak RSS in MB, stdout. The setup (emptying the output, sync) is not timed. */
 function timed(step) {
-  if (step.setup) {
-    const s = spawnSync("sh", ["-c", `${step.setup} && sync`], { encoding: "utf8" });
+  {
+    const s = spawnSync("sh", ["-c", `${step.setup ?? "true"} && sync`], { encoding: "utf8" });
     if (s.status !== 0) throw new Error(`${step.setup}: ${s.stderr}`);
   }
   let r;
@@ -103,8 +113,11 @@ function timed(step) {
 
 const res = { a: [], b: [], c1: [], c2: [], c: [], ...(eatmydata ? { e: [] } : {}) };
 const digests = { a: new Set(), c: new Set() };
+const old = `${scratch}.old-${process.pid}`;
+if (fs.existsSync(scratch)) fs.renameSync(scratch, old);
 fs.mkdirSync(scratch, { recursive: true });
 for (let round = 0; round <= runs; round++) {
+  const steps = stepsFor(round);
   const what = round === 0 ? "warm-up round" : `round ${round}/${runs}`;
   log(`${what}: (a) cfsctl import-oci`);
   const a = timed(steps.a);
@@ -142,6 +155,7 @@ const S = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, stat(v)]));
 log("digests: cfsctl compute-id of the umoci-unpacked rootfs and of the source rootfs");
 const computeId = (dir) => timed({ setup: null, cmd: `${cfs} compute-id ${q(dir)}` }).out;
 const [digestA] = digests.a;
+const { R, BUNDLE } = outputs(runs);
 const digestB = computeId(path.join(BUNDLE, "rootfs"));
 const digestSrc = computeId(path.join(cache, "oci", "bundle", "rootfs"));
 const diffSummary = (a, b) => {
@@ -194,6 +208,8 @@ console.log(
 console.log(
   [
     `notes: median and best of ${runs} runs after one warm-up round, warm page cache (not dropped: the machine is shared);`,
+    `  each run writes to new directories and nothing is deleted until all are timed (on ext4 without a journal, files`,
+    `  created soon after many were deleted cost far more system time; a second run of this script within minutes can still see that);`,
     `  ${gnuTime ? "peak RSS from GNU time (largest process of the command)" : "peak RSS of the cfsctl process (process.resourceUsage); none for umoci and tar"};`,
     `  import-oci and create-image sync the filesystem (syncfs) and fsync the image,`,
     `  umoci and tar do not sync${eatmydata ? "; eatmydata turns those calls into no-ops" : ""};`,
@@ -203,3 +219,4 @@ console.log(
   ].join("\n"),
 );
 fs.rmSync(scratch, { recursive: true, force: true });
+fs.rmSync(old, { recursive: true, force: true });
