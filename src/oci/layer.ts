@@ -27,7 +27,7 @@ const UMASK_STRIPS_0644 = (process.umask() & 0o644) !== 0;
 const native = loadCfsNative();
 /** Contents up to this size are hashed before they are written (and written in the background). */
 const BUFFERED_MAX = 4 << 20;
-/** Bytes of background writes in flight at most. */
+/** Bytes of stream chunks that background writes may hold at most. */
 const IN_FLIGHT_BYTES = 64 << 20;
 
 /** Where the split layer goes (a split stream writer in the repository). */
@@ -209,7 +209,7 @@ export class LayerReader {
         onEntry(e, { digest: await this.storeContent(content, e.size) });
       } else {
         const parts: Buffer[] = [];
-        for await (const b of content) parts.push(Buffer.from(b));
+        for await (const b of content) parts.push(b);
         onEntry(e, { inline: Buffer.concat(parts) });
       }
       await flush();
@@ -230,7 +230,9 @@ export class LayerReader {
    * names it later. Contents up to BUFFERED_MAX are hashed first and written
    * afterwards, in the background (libuv's threads create and write files
    * while the main thread reads on), and not at all when the object exists;
-   * larger contents are written while they stream by.
+   * larger contents are written while they stream by. The pieces are the
+   * stream's own chunks (a stream never reuses a chunk it handed out), held
+   * until written rather than copied.
    */
   private async storeContent(content: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
     const h = new FsVerityHasher(this.store.algorithm);
@@ -239,7 +241,7 @@ export class LayerReader {
       let got = 0;
       for await (const b of content) {
         h.update(b);
-        parts.push(Buffer.from(b));
+        parts.push(b);
         got += b.length;
       }
       if (got !== size) throw new CfsError(`member contents of ${got} bytes, header says ${size}`);
@@ -255,7 +257,7 @@ export class LayerReader {
         }
         const tmp = path.join(sub, this.store.tmpName());
         this.pending.set(hex, { digest, tmp });
-        await this.background(tmp, parts, got);
+        await this.background(tmp, parts);
       }
       return digest;
     }
@@ -288,14 +290,42 @@ export class LayerReader {
   /** objects/XX directories this import made (removed again, when empty, after a failure). */
   private readonly madeDirs: string[] = [];
   private inFlight = new Set<Promise<void>>();
-  private inFlightBytes = 0;
+  /**
+   * The chunks queued writes hold (a piece keeps its whole chunk alive),
+   * with how many writes hold each, and their bytes: the bound is on this
+   * memory, not on the bytes to write.
+   */
+  private readonly held = new Map<ArrayBufferLike, number>();
+  private heldBytes = 0;
   private writeError: unknown = null;
 
-  /** Write a file in the background, keeping the bytes in flight bounded. */
-  private async background(tmp: string, parts: Buffer[], size: number): Promise<void> {
-    while (this.inFlightBytes + size > IN_FLIGHT_BYTES && this.inFlight.size > 0) await Promise.race(this.inFlight);
+  /** The chunks behind `parts` that no queued write holds yet, and their bytes. */
+  private newChunks(parts: Buffer[]): { chunks: ArrayBufferLike[]; bytes: number } {
+    const chunks: ArrayBufferLike[] = [];
+    let bytes = 0;
+    for (const p of parts) {
+      const c = p.buffer;
+      if (chunks.includes(c)) continue;
+      chunks.push(c);
+      if (!this.held.has(c)) bytes += c.byteLength;
+    }
+    return { chunks, bytes };
+  }
+
+  /** Write a file in the background, keeping the memory queued writes hold bounded. */
+  private async background(tmp: string, parts: Buffer[]): Promise<void> {
+    let need = this.newChunks(parts);
+    while (this.heldBytes + need.bytes > IN_FLIGHT_BYTES && this.inFlight.size > 0) {
+      await Promise.race(this.inFlight);
+      need = this.newChunks(parts);
+    }
     if (this.writeError) throw this.writeError;
-    this.inFlightBytes += size;
+    const { chunks } = need;
+    for (const c of chunks) {
+      const n = this.held.get(c) ?? 0;
+      if (n === 0) this.heldBytes += c.byteLength;
+      this.held.set(c, n + 1);
+    }
     const job = (async () => {
       if (native !== null) {
         if (await native.writeFile(tmp, parts, UMASK_STRIPS_0644)) this.madeDirs.push(path.dirname(tmp));
@@ -313,7 +343,14 @@ export class LayerReader {
         this.writeError ??= describeSystemError(e, `write ${tmp}`);
       })
       .finally(() => {
-        this.inFlightBytes -= size;
+        for (const c of chunks) {
+          const n = this.held.get(c)! - 1;
+          if (n > 0) this.held.set(c, n);
+          else {
+            this.held.delete(c);
+            this.heldBytes -= c.byteLength;
+          }
+        }
         this.inFlight.delete(job);
       });
     this.inFlight.add(job);
