@@ -28,6 +28,9 @@
  *     first level, for the JavaScript hasher).
  *   writeFile(path, parts, chmod) -> Promise<boolean>
  *     An object file written in a libuv thread (see write_file()).
+ *   sha256Init(state), sha256Update(state, parts) -> Promise, sha256Final(state) -> Buffer
+ *     Plain SHA-256 of a stream (layer blobs, diff_ids), its updates run in
+ *     a libuv thread (see sha256_update()).
  *   useShaExtensions(on?) -> boolean
  *     Whether the CPU's SHA extensions hash 4096-byte blocks (tests turn
  *     them off to compare with OpenSSL).
@@ -1161,6 +1164,122 @@ static napi_value write_file(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* ---------- streaming SHA-256 off the main thread ---------- */
+
+/*
+ * The state is a Buffer of at least sizeof(sha_ctx_t) bytes that the caller
+ * owns; sha256Init resets it, sha256Final returns the 32-byte digest.
+ * sha256Update(state, parts) hashes the Buffers of `parts`, in order, in a
+ * libuv thread: the caller keeps one update of a state in flight at a time
+ * (the next starts when the promise settles) and leaves `state` untouched
+ * meanwhile.
+ */
+static sha_ctx_t *sha_state(napi_env env, napi_value v) {
+  void *d;
+  size_t len;
+  if (napi_get_buffer_info(env, v, &d, &len) != napi_ok || len < sizeof(sha_ctx_t) || ((uintptr_t)d & 7) != 0) {
+    napi_throw_type_error(env, NULL, "sha256: the state must be an 8-byte aligned Buffer of 256 bytes");
+    return NULL;
+  }
+  return d;
+}
+
+static napi_value sha256_init(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "sha256Init(state)");
+    return NULL;
+  }
+  sha_ctx_t *c = sha_state(env, argv[0]);
+  if (c) SHA256_Init(c);
+  return NULL;
+}
+
+static napi_value sha256_final(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "sha256Final(state)");
+    return NULL;
+  }
+  sha_ctx_t *c = sha_state(env, argv[0]);
+  if (!c) return NULL;
+  void *md;
+  if (napi_create_buffer(env, 32, &md, &out) != napi_ok) return NULL;
+  SHA256_Final(md, c);
+  return out;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs; /* [state, parts]: alive until hashed */
+  sha_ctx_t *ctx;
+  struct iovec *iov;
+  size_t niov;
+} sha_job_t;
+
+static void sha_execute(napi_env env, void *data) {
+  sha_job_t *j = data;
+  for (size_t i = 0; i < j->niov; i++) SHA256_Update(j->ctx, j->iov[i].iov_base, j->iov[i].iov_len);
+}
+
+static void sha_complete(napi_env env, napi_status status, void *data) {
+  sha_job_t *j = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  napi_resolve_deferred(env, j->deferred, undef);
+  napi_delete_reference(env, j->refs);
+  napi_delete_async_work(env, j->work);
+  free(j->iov);
+  free(j);
+}
+
+static napi_value sha256_update(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool is_array = false;
+  if (argc < 2 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) {
+    napi_throw_type_error(env, NULL, "sha256Update(state: Buffer, parts: Buffer[])");
+    return NULL;
+  }
+  sha_ctx_t *ctx = sha_state(env, argv[0]);
+  if (!ctx) return NULL;
+  uint32_t n = 0;
+  napi_get_array_length(env, argv[1], &n);
+  sha_job_t *j = calloc(1, sizeof *j);
+  if (!j || !(j->iov = calloc(n ? n : 1, sizeof *j->iov))) {
+    free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_get_buffer_info(env, e, &j->iov[i].iov_base, &j->iov[i].iov_len) != napi_ok) {
+      free(j->iov);
+      free(j);
+      napi_throw_type_error(env, NULL, "sha256Update: every part must be a Buffer");
+      return NULL;
+    }
+  }
+  j->niov = n;
+  j->ctx = ctx;
+  napi_value keep, promise, name;
+  napi_create_array_with_length(env, 2, &keep);
+  napi_set_element(env, keep, 0, argv[0]);
+  napi_set_element(env, keep, 1, argv[1]);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_reference(env, keep, 1, &j->refs);
+  napi_create_string_utf8(env, "cfsctl.sha256Update", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, sha_execute, sha_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 /*
  * hashBlocks(data, algorithm, out, at): the hash of each 4096-byte block of
  * `data` (a whole number of blocks), one after another at out[at…]: the
@@ -1205,6 +1324,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
+      {"sha256Init", NULL, sha256_init, NULL, NULL, NULL, napi_default, NULL},
+      {"sha256Update", NULL, sha256_update, NULL, NULL, NULL, napi_default, NULL},
+      {"sha256Final", NULL, sha256_final, NULL, NULL, NULL, napi_default, NULL},
   };
   use_sha_ext = sha256_4k_available();
   env_state_t *st = calloc(1, sizeof *st);

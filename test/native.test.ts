@@ -13,6 +13,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
 import { loadCfsNative, type CfsNative } from "../src/util/native.js";
+import { StreamSha256 } from "../src/util/stream-sha256.js";
 import { CLI, FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
 
 const work = tmpdir();
@@ -310,6 +311,43 @@ describe("native writeFile", () => {
     expect(fs.statSync(path.join(dir, "masked")).mode & 0o777).toBe(0o600);
     expect(fs.statSync(path.join(dir, "chmodded")).mode & 0o777).toBe(0o644);
     expect(() => native.writeFile(f, [new Uint8Array(1) as Buffer, "x" as unknown as Buffer], false)).toThrow(TypeError);
+  });
+});
+
+describe("streaming SHA-256 in libuv's threads (StreamSha256)", () => {
+  const feed = async (chunks: Buffer[], limit: number): Promise<Buffer> => {
+    const h = new StreamSha256();
+    for (const c of chunks) {
+      h.update(c);
+      if (h.backlog > limit) await h.drained(limit);
+    }
+    return h.digest();
+  };
+  const sizes = [0, 1, 55, 56, 63, 64, 65, 4096, 100000, 1 << 20];
+
+  it("equals node:crypto for empty input, odd chunk sizes and chunks queued while an update runs", async () => {
+    expect((await feed([], 0)).toString("hex")).toBe(createHash("sha256").digest("hex"));
+    const chunks = sizes.map((n, i) => content(`sha-${i}`, n));
+    const whole = createHash("sha256").update(Buffer.concat(chunks)).digest("hex");
+    for (const limit of [0, 1 << 16, 1 << 30]) expect((await feed(chunks, limit)).toString("hex")).toBe(whole);
+    // Many chunks queued before the first update completes: hashed once each, in order.
+    const many = Array.from({ length: 300 }, (_, i) => content(`many-${i}`, 1 + ((i * 7919) % 5000)));
+    expect((await feed(many, 1 << 30)).toString("hex")).toBe(createHash("sha256").update(Buffer.concat(many)).digest("hex"));
+  });
+
+  it("backlog counts what waits and drained() brings it under the limit", async () => {
+    const h = new StreamSha256();
+    for (let i = 0; i < 8; i++) h.update(Buffer.alloc(1 << 20, i));
+    expect(h.backlog).toBe(8 << 20);
+    await h.drained(1 << 20);
+    expect(h.backlog).toBeLessThanOrEqual(1 << 20);
+    await h.drained();
+    expect(h.backlog).toBe(0);
+  });
+
+  it("refuses a state that is not a 256-byte Buffer", () => {
+    expect(() => native.sha256Init(Buffer.alloc(16))).toThrow(TypeError);
+    expect(() => native.sha256Update(Buffer.alloc(256), ["x" as unknown as Buffer])).toThrow(TypeError);
   });
 });
 

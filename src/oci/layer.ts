@@ -7,7 +7,6 @@
  * splits the same way), everything else stays inline, so `cat` gives the
  * uncompressed layer back bit for bit.
  */
-import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -16,6 +15,7 @@ import { FsVerityHasher, type VerityAlgorithm } from "../fsverity/digest.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { zstdDecompress } from "../util/zstd.js";
 import { loadCfsNative } from "../util/native.js";
+import { StreamSha256 } from "../util/stream-sha256.js";
 import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 
@@ -53,9 +53,13 @@ export interface ObjectStoreOptions {
   tmpName(): string;
 }
 
-async function* hashing(src: AsyncIterable<Buffer>, h: crypto.Hash): AsyncGenerator<Buffer> {
+/** Bytes of a stream that may wait to be hashed before its reader waits for the hashing. */
+const HASH_BACKLOG = 32 << 20;
+
+async function* hashing(src: AsyncIterable<Buffer>, h: StreamSha256): AsyncGenerator<Buffer> {
   for await (const b of src) {
     h.update(b);
+    if (h.backlog > HASH_BACKLOG) await h.drained(HASH_BACKLOG / 2);
     yield b;
   }
 }
@@ -122,8 +126,8 @@ export class LayerReader {
   constructor(private readonly store: ObjectStoreOptions) {}
 
   async read(blob: LayerBlob, sink: LayerSink | null, onEntry: (e: TarEntry, data: EntryData | null) => void): Promise<LayerDigests> {
-    const blobHash = crypto.createHash("sha256");
-    const diffHash = crypto.createHash("sha256");
+    const blobHash = new StreamSha256();
+    const diffHash = new StreamSha256();
     let raw: Readable;
     try {
       raw = blob.open();
@@ -136,7 +140,10 @@ export class LayerReader {
     const plainBytes = decompressed(rawChunks, blob.label, () => (isPlain = true));
     const plain = (async function* () {
       for await (const b of plainBytes) {
-        if (!isPlain) diffHash.update(b);
+        if (!isPlain) {
+          diffHash.update(b);
+          if (diffHash.backlog > HASH_BACKLOG) await diffHash.drained(HASH_BACKLOG / 2);
+        }
         yield b;
       }
     })();
@@ -158,8 +165,9 @@ export class LayerReader {
       raw.destroy();
       throw e instanceof CfsError ? new CfsError(`${blob.label}: ${e.message}`) : e;
     }
-    const blobDigest = `sha256:${blobHash.digest("hex")}`;
-    return { blob: blobDigest, diffId: isPlain ? blobDigest : `sha256:${diffHash.digest("hex")}`, size: tar.offset };
+    const blobDigest = `sha256:${(await blobHash.digest()).toString("hex")}`;
+    const diffId = isPlain ? blobDigest : `sha256:${(await diffHash.digest()).toString("hex")}`;
+    return { blob: blobDigest, diffId, size: tar.offset };
   }
 
   /**

@@ -76,6 +76,12 @@ export interface CfsNative {
   hashBlocks(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
   /** Whether SHA-256 of 4096-byte blocks uses the CPU's SHA extensions; `on` false forces OpenSSL's path (tests). */
   useShaExtensions(on?: boolean): boolean;
+  /** Reset a SHA-256 context kept in `state` (256 bytes, see src/util/stream-sha256.ts). */
+  sha256Init(state: Buffer): void;
+  /** Hash the parts into the context in a libuv thread; one update of a state at a time. */
+  sha256Update(state: Buffer, parts: Buffer[]): Promise<void>;
+  /** The digest of the context (32 bytes). */
+  sha256Final(state: Buffer): Buffer;
 }
 
 let cfsNative: CfsNative | null | undefined;
