@@ -28,6 +28,10 @@
  *     first level, for the JavaScript hasher).
  *   writeFile(path, parts, chmod) -> Promise<boolean>
  *     An object file written in a libuv thread (see write_file()).
+ *   enableVerity(fd, algorithm) -> string|null, measureVerity(fd, algorithm) -> Buffer|string
+ *     Kernel fs-verity of an open file (FS_IOC_ENABLE_VERITY, 4096-byte
+ *     blocks, no salt; FS_IOC_MEASURE_VERITY): null or the digest, else the
+ *     errno name. What each error means is decided in src/repository/verity.ts.
  *   sha256Init(state), sha256Update(state, parts) -> Promise, sha256Final(state) -> Buffer
  *     Plain SHA-256 of a stream (layer blobs, diff_ids), its updates run in
  *     a libuv thread (see sha256_update()).
@@ -55,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -1164,6 +1169,95 @@ static napi_value write_file(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* ---------- kernel fs-verity ---------- */
+
+/*
+ * The ioctl ABI of linux/fsverity.h, declared here (not every build host
+ * has kernel headers) and checked against the header where it exists.
+ */
+struct cfs_verity_enable_arg {
+  uint32_t version; /* 1 */
+  uint32_t hash_algorithm;
+  uint32_t block_size;
+  uint32_t salt_size;
+  uint64_t salt_ptr;
+  uint32_t sig_size;
+  uint32_t reserved1;
+  uint64_t sig_ptr;
+  uint64_t reserved2[11];
+};
+/* struct fsverity_digest: this head, then digest_size bytes (the ioctl number has the head's size). */
+struct cfs_verity_digest_head {
+  uint16_t digest_algorithm;
+  uint16_t digest_size; /* in: room; out: size */
+};
+struct cfs_verity_digest {
+  struct cfs_verity_digest_head h;
+  uint8_t digest[64];
+};
+#define CFS_IOC_ENABLE_VERITY _IOW('f', 133, struct cfs_verity_enable_arg)
+#define CFS_IOC_MEASURE_VERITY _IOWR('f', 134, struct cfs_verity_digest_head)
+#if defined(__has_include)
+#if __has_include(<linux/fsverity.h>)
+#include <linux/fsverity.h>
+_Static_assert(CFS_IOC_ENABLE_VERITY == FS_IOC_ENABLE_VERITY, "FS_IOC_ENABLE_VERITY");
+_Static_assert(CFS_IOC_MEASURE_VERITY == FS_IOC_MEASURE_VERITY, "FS_IOC_MEASURE_VERITY");
+_Static_assert(sizeof(struct cfs_verity_enable_arg) == sizeof(struct fsverity_enable_arg), "fsverity_enable_arg");
+#endif
+#endif
+
+static bool fd_alg_args(napi_env env, napi_callback_info info, const char *usage, int32_t *fd, int32_t *alg) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], fd) != napi_ok || napi_get_value_int32(env, argv[1], alg) != napi_ok ||
+      *fd < 0 || (*alg != 1 && *alg != 2)) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  return true;
+}
+
+/* enableVerity(fd, algorithm): null once enabled, else the errno name (EEXIST: it already was). */
+static napi_value enable_verity(napi_env env, napi_callback_info info) {
+  int32_t fd, alg;
+  if (!fd_alg_args(env, info, "enableVerity(fd, algorithm: 1 | 2)", &fd, &alg)) return NULL;
+  struct cfs_verity_enable_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.version = 1;
+  arg.hash_algorithm = (uint32_t)alg;
+  arg.block_size = BLOCK;
+  int r;
+  do r = ioctl(fd, CFS_IOC_ENABLE_VERITY, &arg);
+  while (r != 0 && errno == EINTR);
+  napi_value out;
+  if (r == 0) napi_get_null(env, &out);
+  else napi_create_string_utf8(env, errno_code(errno), NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
+/* measureVerity(fd, algorithm): the file's fs-verity digest, or the errno name (ENODATA: no verity). */
+static napi_value measure_verity(napi_env env, napi_callback_info info) {
+  int32_t fd, alg;
+  if (!fd_alg_args(env, info, "measureVerity(fd, algorithm: 1 | 2)", &fd, &alg)) return NULL;
+  struct cfs_verity_digest d;
+  memset(&d, 0, sizeof d);
+  d.h.digest_size = sizeof d.digest;
+  napi_value out;
+  if (ioctl(fd, CFS_IOC_MEASURE_VERITY, &d) != 0) {
+    napi_create_string_utf8(env, errno_code(errno), NAPI_AUTO_LENGTH, &out);
+    return out;
+  }
+  /* Another algorithm than the repository's is a different digest: say so as a code. */
+  if (d.h.digest_algorithm != (uint16_t)alg || d.h.digest_size != (alg == 1 ? 32 : 64)) {
+    napi_create_string_utf8(env, "EALGORITHM", NAPI_AUTO_LENGTH, &out);
+    return out;
+  }
+  void *data;
+  if (napi_create_buffer_copy(env, d.h.digest_size, d.digest, &data, &out) != napi_ok) return NULL;
+  return out;
+}
+
 /* ---------- streaming SHA-256 off the main thread ---------- */
 
 /*
@@ -1324,6 +1418,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
+      {"enableVerity", NULL, enable_verity, NULL, NULL, NULL, napi_default, NULL},
+      {"measureVerity", NULL, measure_verity, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Init", NULL, sha256_init, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Update", NULL, sha256_update, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Final", NULL, sha256_final, NULL, NULL, NULL, napi_default, NULL},

@@ -11,6 +11,7 @@ import { parseDumpfile } from "../src/dumpfile/parse.js";
 import { writeImage } from "../src/erofs/writer.js";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { Repository } from "../src/repository/repository.js";
+import { enableVerity, measureVerity, type VerityIoctls } from "../src/repository/verity.js";
 import { CONTENT_TYPE_LAYER, SplitStreamWriter } from "../src/repository/splitstream.js";
 import { cfsctl, isRoot, ROOT, tmpdir } from "./helpers.js";
 
@@ -154,6 +155,52 @@ describe("objects", () => {
     expect(() => repo.storeObjectFromBuffer(content("d"))).toThrow(/fs-verity.*not supported.*--require-verity/);
     expect(tmpFiles(repo.path)).toEqual([]);
     repo.close();
+  });
+
+  it("kernel fs-verity: enabled and then checked against the name; only 'not supported' errors fall back", () => {
+    const digest = fsverityDigest(content("v"));
+    const other = fsverityDigest(content("w"));
+    const calls: string[] = [];
+    const stand = (enable: string | null, measure: Buffer | string): VerityIoctls => ({
+      enableVerity: (fd, alg) => (calls.push(`enable ${fd} ${alg}`), enable),
+      measureVerity: (fd, alg) => (calls.push(`measure ${fd} ${alg}`), measure),
+    });
+    expect(enableVerity(7, "sha256", digest, "object x", stand(null, digest))).toBe("ok");
+    expect(calls).toEqual(["enable 7 1", "measure 7 1"]);
+    expect(enableVerity(7, "sha512", digest, "object x", stand("EEXIST", digest))).toBe("ok"); // already enabled: checked only
+    expect(calls.slice(2)).toEqual(["enable 7 2", "measure 7 2"]);
+    expect(() => enableVerity(7, "sha256", digest, "object x", stand(null, other))).toThrow(
+      `object x: the kernel measures fs-verity digest ${other.toString("hex")}, cfsctl computed ${digest.toString("hex")}`,
+    );
+    expect(() => enableVerity(7, "sha256", digest, "object x", stand(null, "EALGORITHM"))).toThrow(/another hash algorithm/);
+    for (const code of ["ENOTTY", "EOPNOTSUPP", "EINVAL"]) expect(enableVerity(7, "sha256", digest, "object x", stand(code, "ENOTTY"))).toBe("unsupported");
+    for (const code of ["EPERM", "ETXTBSY", "ENOSPC", "EFBIG"]) {
+      expect(() => enableVerity(7, "sha256", digest, "object x", stand(code, digest))).toThrow(`cannot enable fs-verity on object x: ${code}`);
+    }
+    expect(enableVerity(7, "sha256", digest, "object x", null)).toBe("unsupported"); // no addon
+    expect(measureVerity(7, "sha256", "image y", stand(null, "ENODATA"))).toBe(null);
+    expect(measureVerity(7, "sha256", "image y", stand(null, "EOPNOTSUPP"))).toBe("unsupported");
+    expect(measureVerity(7, "sha256", "image y", stand(null, digest))).toEqual(digest);
+    expect(() => measureVerity(7, "sha256", "image y", stand(null, "EIO"))).toThrow("cannot measure fs-verity of image y: EIO");
+  });
+
+  it("kernel fs-verity through the addon: 'ok' only with the kernel's matching digest; without fs-verity 'unsupported'", () => {
+    const kernelHasVerity = fs.readFileSync("/proc/kallsyms", "utf8").includes(" fsverity_ioctl_enable");
+    const files = [path.join(tmpdir(), "v"), "/dev/shm/cfsctl-verity-probe"];
+    for (const f of files) {
+      fs.writeFileSync(f, content("v"));
+      const fd = fs.openSync(f, "r");
+      try {
+        const digest = fsverityDigest(content("v"));
+        const r = enableVerity(fd, "sha256", digest, f);
+        if (!kernelHasVerity || f === files[1]) expect(r).toBe("unsupported"); // tmpfs has none
+        if (r === "ok") expect(measureVerity(fd, "sha256", f)).toEqual(digest);
+        else expect(["unsupported", null]).toContain(measureVerity(fd, "sha256", f)); // null: a kernel with fs-verity, a filesystem without
+      } finally {
+        fs.closeSync(fd);
+        fs.rmSync(f);
+      }
+    }
   });
 
   it("sha512 repositories name objects by sha512 digests", () => {
@@ -503,6 +550,18 @@ describe("cfsctl mount", () => {
     } finally {
       spawnSync("umount", [mnt]);
     }
+  });
+
+  it("--require-verity: refused where fs-verity is not supported, before anything is mounted", () => {
+    const repo = newRepo();
+    repo.storeObjectFromBuffer(content("m"));
+    repo.writeImage(imageOf(repo, { "m.bin": content("m") }), "rv");
+    repo.close();
+    const mnt = tmpdir("cfsctl-mount-");
+    const r = cfsctl(["--repo", repo.path, "--require-verity", "mount", "refs/rv", mnt]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe("cfsctl: error: cannot mount with --require-verity: fs-verity is not supported here\n");
+    expect(fs.readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(` ${mnt} `);
   });
 
   it("reports a missing image and a bad mount point", () => {

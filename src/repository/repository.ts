@@ -390,7 +390,7 @@ export class Repository {
           const got = fsverityDigestFdSync(fd, this.algorithm).toString("hex");
           if (got !== hex) throw new CfsError(`${src}: content changed while it was stored (digest ${got}, expected ${hex})`);
         }
-        this.finishObject(fd, final);
+        this.finishObject(fd, final, hex);
       } finally {
         fs.closeSync(fd);
       }
@@ -427,7 +427,7 @@ export class Repository {
       if (!this.verityKnownUnsupported) {
         const fd = fs.openSync(tmp, fs.constants.O_RDONLY);
         try {
-          this.applyVerity(fd, final);
+          this.applyVerity(fd, final, hex);
         } finally {
           fs.closeSync(fd);
         }
@@ -457,7 +457,7 @@ export class Repository {
       }
       const ro = fs.openSync(tmp, fs.constants.O_RDONLY);
       try {
-        this.finishObject(ro, final);
+        this.finishObject(ro, final, hex);
       } finally {
         fs.closeSync(ro);
       }
@@ -479,15 +479,18 @@ export class Repository {
   }
 
   /** Mode 0644, data on disk, fs-verity where possible (on a read-only fd, as the kernel wants). */
-  private finishObject(fd: number, final: string): void {
+  private finishObject(fd: number, final: string, hex: string): void {
     fs.fchmodSync(fd, 0o644);
     fs.fsyncSync(fd);
-    this.applyVerity(fd, final);
+    this.applyVerity(fd, final, hex);
   }
 
-  /** fs-verity on a read-only fd; where unsupported: an error under --require-verity, else one warning. */
-  private applyVerity(fd: number, final: string): void {
-    if (enableVerity(fd) !== "unsupported") return;
+  /**
+   * fs-verity on a read-only fd, checked against the object's name; where
+   * unsupported: an error under --require-verity, else one warning.
+   */
+  private applyVerity(fd: number, final: string, hex: string): void {
+    if (enableVerity(fd, this.algorithm, Buffer.from(hex, "hex"), `object ${this.objectName(hex)}`) !== "unsupported") return;
     if (this.requireVerity) throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
     if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
     verityWarned = true;

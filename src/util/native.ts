@@ -76,6 +76,10 @@ export interface CfsNative {
   hashBlocks(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
   /** Whether SHA-256 of 4096-byte blocks uses the CPU's SHA extensions; `on` false forces OpenSSL's path (tests). */
   useShaExtensions(on?: boolean): boolean;
+  /** FS_IOC_ENABLE_VERITY (4096-byte blocks, no salt): null when enabled, else the errno name. */
+  enableVerity(fd: number, algorithm: 1 | 2): string | null;
+  /** FS_IOC_MEASURE_VERITY: the digest, or the errno name ("EALGORITHM": another algorithm). */
+  measureVerity(fd: number, algorithm: 1 | 2): Buffer | string;
   /** Reset a SHA-256 context kept in `state` (256 bytes, see src/util/stream-sha256.ts). */
   sha256Init(state: Buffer): void;
   /** Hash the parts into the context in a libuv thread; one update of a state at a time. */

@@ -8,6 +8,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { COMPOSEFS_FLAG_HAS_ACL, COMPOSEFS_HEADER_SIZE, COMPOSEFS_MAGIC } from "../../erofs/format.js";
 import { Repository, type LockMode } from "../../repository/repository.js";
+import { measureVerity } from "../../repository/verity.js";
 import { CfsError } from "../../util/errors.js";
 import { StdoutBuffer, writeStdout } from "../io.js";
 import { globalOptions } from "../main.js";
@@ -174,21 +175,26 @@ function run(cmd: string, args: string[]): { ok: boolean; message: string } {
  * mount.composefs (FORMAT.md §8) with util-linux: the EROFS image read-only on
  * a private temporary directory (loop device), overlayfs on TARGET with it as
  * lower layer and objects/ as data-only layer (`::`, Linux ≥ 6.5), then the
- * temporary mount is detached (the overlay keeps its reference). No
- * verity=require: objects here carry no kernel fs-verity.
+ * temporary mount is detached (the overlay keeps its reference). With
+ * --require-verity the image file must carry kernel fs-verity with the
+ * digest it is named by, and the overlay gets verity=require (every object
+ * must then have fs-verity matching its metacopy digest).
  */
 export function mountImage(repo: Repository, imageArg: string, target: string, requireVerity: boolean): void {
   const image = repo.resolveImage(imageArg);
   let header: Buffer;
+  let verity: Buffer | null | "unsupported" = null;
   try {
     const fd = fs.openSync(image.path, "r");
     try {
       header = Buffer.alloc(COMPOSEFS_HEADER_SIZE);
       fs.readSync(fd, header, 0, header.length, 0);
+      if (requireVerity) verity = measureVerity(fd, repo.algorithm, `image ${imageArg}`);
     } finally {
       fs.closeSync(fd);
     }
   } catch (e) {
+    if (e instanceof CfsError) throw e;
     throw new CfsError(`image ${imageArg}: ${(e as Error).message}`);
   }
   if (header.readUInt32LE(0) !== COMPOSEFS_MAGIC) throw new CfsError(`image ${imageArg}: not a composefs image (bad magic)`);
@@ -201,7 +207,13 @@ export function mountImage(repo: Repository, imageArg: string, target: string, r
     throw new CfsError(`mount point ${target} does not exist`);
   }
   if (!st.isDirectory()) throw new CfsError(`mount point ${target} is not a directory`);
-  if (requireVerity) throw new CfsError("cannot mount with --require-verity: fs-verity is not supported here");
+  if (requireVerity) {
+    if (verity === "unsupported") throw new CfsError("cannot mount with --require-verity: fs-verity is not supported here");
+    if (verity === null) throw new CfsError(`cannot mount with --require-verity: image ${imageArg} has no fs-verity`);
+    if (image.digest !== null && verity.toString("hex") !== image.digest) {
+      throw new CfsError(`image ${imageArg}: the kernel measures fs-verity digest ${verity.toString("hex")}, not the image's name`);
+    }
+  }
   if (process.getuid?.() !== 0) throw new CfsError("mount needs root (mounting EROFS and overlayfs)");
   if (!kernelHas("erofs")) throw new CfsError("the kernel has no EROFS support (erofs is not in /proc/filesystems)");
   if (!kernelHas("overlay")) throw new CfsError("the kernel has no overlayfs support (overlay is not in /proc/filesystems)");
@@ -215,7 +227,7 @@ export function mountImage(repo: Repository, imageArg: string, target: string, r
     if (!r.ok) throw new CfsError(`mounting image ${imageArg} (EROFS on a loop device) failed: ${r.message}`);
     try {
       const objects = path.join(repo.path, "objects");
-      const opts = `ro,metacopy=on,redirect_dir=on,lowerdir=${ovlEscape(tmp)}::${ovlEscape(objects)}`;
+      const opts = `ro,metacopy=on,redirect_dir=on${requireVerity ? ",verity=require" : ""},lowerdir=${ovlEscape(tmp)}::${ovlEscape(objects)}`;
       const o = run("mount", ["-t", "overlay", "composefs", "-o", opts, target]);
       if (!o.ok) throw new CfsError(`mounting overlayfs on ${target} failed (data-only lower layers need Linux 6.5 or later): ${o.message}`);
     } finally {
