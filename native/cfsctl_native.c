@@ -32,6 +32,9 @@
  *     Kernel fs-verity of an open file (FS_IOC_ENABLE_VERITY, 4096-byte
  *     blocks, no salt; FS_IOC_MEASURE_VERITY): null or the digest, else the
  *     errno name. What each error means is decided in src/repository/verity.ts.
+ *   nameObjects(paths, verity, digests) -> Promise<{results, verityUnsupported}>
+ *     Complete temporary object files given their final names in a libuv
+ *     thread, fs-verity first where asked (see name_objects()).
  *   sha256Init(state), sha256Update(state, parts) -> Promise, sha256Final(state) -> Buffer
  *     Plain SHA-256 of a stream (layer blobs, diff_ids), its updates run in
  *     a libuv thread (see sha256_update()).
@@ -152,7 +155,7 @@ static const char *errno_code(int e) {
     NAME(ENOENT) NAME(EACCES) NAME(EPERM) NAME(ENOTDIR) NAME(EISDIR) NAME(EEXIST) NAME(ENOSPC) NAME(EROFS)
     NAME(ELOOP) NAME(ENAMETOOLONG) NAME(EIO) NAME(EOPNOTSUPP) NAME(EINVAL) NAME(EBUSY) NAME(ENODATA) NAME(ENOMEM)
     NAME(EMFILE) NAME(ENFILE) NAME(EBADF) NAME(EINTR) NAME(EAGAIN) NAME(EXDEV) NAME(EFBIG) NAME(EOVERFLOW)
-    NAME(ESTALE) NAME(EDQUOT) NAME(ERANGE) NAME(E2BIG)
+    NAME(ESTALE) NAME(EDQUOT) NAME(ERANGE) NAME(E2BIG) NAME(ENOTTY) NAME(EMLINK) NAME(ETXTBSY) NAME(ENOSYS)
 #undef NAME
   }
   return "EIO";
@@ -1258,6 +1261,194 @@ static napi_value measure_verity(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ---------- naming objects off the main thread ---------- */
+
+/*
+ * nameObjects(paths, verity, digests) -> Promise<{results, verityUnsupported}>:
+ * paths holds pairs (temporary file, final name). For each, in a libuv
+ * thread: with verity 1 (sha256) or 2 (sha512), FS_IOC_ENABLE_VERITY on the
+ * temporary file and FS_IOC_MEASURE_VERITY, which must give the digest at
+ * digests[i * size]; then link(2) to the final name (its missing directory
+ * made) and unlink the temporary name. results[i]: "stored", "present" (the
+ * name existed: same content), "EVERITY:<hex>" (the kernel measured another
+ * digest: not named), "noverity" (verity 3 or 4, i.e. 1 or 2 required:
+ * not supported here, so not named), or "<ERRNO> <syscall>" (not named, the
+ * temporary file left for the caller). Once the kernel answers that it has
+ * no fs-verity (ENOTTY, EOPNOTSUPP, EINVAL), the rest of the batch skips the
+ * ioctl and verityUnsupported is true.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char **paths; /* 2 * n, each malloc'ed */
+  uint8_t *digests;
+  size_t n;
+  int alg;      /* 0: no verity, 1 sha256, 2 sha512 */
+  int required; /* verity must be enabled, else not named */
+  int unsupported;
+  char (*results)[160];
+} name_job_t;
+
+static int verity_unsupported_code(int e) { return e == ENOTTY || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS; }
+
+static void name_one(name_job_t *j, size_t i) {
+  const char *tmp = j->paths[2 * i], *final = j->paths[2 * i + 1];
+  char *res = j->results[i];
+  if (j->alg && !j->unsupported) {
+    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      snprintf(res, sizeof j->results[i], "%s open", errno_code(errno));
+      return;
+    }
+    struct cfs_verity_enable_arg arg;
+    memset(&arg, 0, sizeof arg);
+    arg.version = 1;
+    arg.hash_algorithm = (uint32_t)j->alg;
+    arg.block_size = BLOCK;
+    int r;
+    do r = ioctl(fd, CFS_IOC_ENABLE_VERITY, &arg);
+    while (r != 0 && errno == EINTR);
+    if (r != 0 && verity_unsupported_code(errno)) {
+      j->unsupported = 1;
+    } else if (r != 0 && errno != EEXIST) {
+      snprintf(res, sizeof j->results[i], "%s enable-verity", errno_code(errno));
+      close(fd);
+      return;
+    } else {
+      struct cfs_verity_digest d;
+      memset(&d, 0, sizeof d);
+      d.h.digest_size = sizeof d.digest;
+      size_t size = j->alg == 1 ? 32 : 64;
+      if (ioctl(fd, CFS_IOC_MEASURE_VERITY, &d) != 0) {
+        snprintf(res, sizeof j->results[i], "%s measure-verity", errno_code(errno));
+        close(fd);
+        return;
+      }
+      if (d.h.digest_algorithm != j->alg || d.h.digest_size != size || memcmp(d.digest, j->digests + i * size, size) != 0) {
+        int k = snprintf(res, sizeof j->results[i], "EVERITY:");
+        for (size_t b = 0; b < d.h.digest_size && b < size && k + 2 < (int)sizeof j->results[i]; b++) k += snprintf(res + k, 3, "%02x", d.digest[b]);
+        close(fd);
+        return;
+      }
+    }
+    close(fd);
+  }
+  if (j->alg && j->unsupported && j->required) {
+    strcpy(res, "noverity");
+    return;
+  }
+  int r = link(tmp, final);
+  if (r != 0 && errno == ENOENT) {
+    char *slash = strrchr(final, '/');
+    if (slash && slash != final) {
+      *slash = 0;
+      if (mkdir(final, 0755) != 0 && errno != EEXIST) {
+        *slash = '/';
+        snprintf(res, sizeof j->results[i], "%s mkdir", errno_code(errno));
+        return;
+      }
+      *slash = '/';
+      r = link(tmp, final);
+    }
+  }
+  if (r != 0 && errno != EEXIST) {
+    snprintf(res, sizeof j->results[i], "%s link", errno_code(errno));
+    return;
+  }
+  strcpy(res, r == 0 ? "stored" : "present");
+  unlink(tmp);
+}
+
+static void name_execute(napi_env env, void *data) {
+  name_job_t *j = data;
+  for (size_t i = 0; i < j->n; i++) name_one(j, i);
+}
+
+static void name_job_free(name_job_t *j) {
+  if (j->paths)
+    for (size_t i = 0; i < 2 * j->n; i++) free(j->paths[i]);
+  free(j->paths);
+  free(j->digests);
+  free(j->results);
+  free(j);
+}
+
+static void name_complete(napi_env env, napi_status status, void *data) {
+  name_job_t *j = data;
+  napi_value out, arr, flag;
+  napi_create_object(env, &out);
+  napi_create_array_with_length(env, j->n, &arr);
+  for (size_t i = 0; i < j->n; i++) {
+    napi_value v;
+    napi_create_string_utf8(env, j->results[i], NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, arr, (uint32_t)i, v);
+  }
+  napi_get_boolean(env, j->unsupported != 0, &flag);
+  napi_set_named_property(env, out, "results", arr);
+  napi_set_named_property(env, out, "verityUnsupported", flag);
+  napi_resolve_deferred(env, j->deferred, out);
+  napi_delete_async_work(env, j->work);
+  name_job_free(j);
+}
+
+static napi_value name_objects(napi_env env, napi_callback_info info) {
+  static const char usage[] = "nameObjects(paths: string[] (tmp, final pairs), verity: 0..4, digests: Buffer)";
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool is_array = false;
+  int32_t verity = -1;
+  uint32_t len = 0;
+  if (argc < 3 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &len) != napi_ok || len % 2 != 0 ||
+      napi_get_value_int32(env, argv[1], &verity) != napi_ok || verity < 0 || verity > 4) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  name_job_t *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->n = len / 2;
+  j->alg = verity > 2 ? verity - 2 : verity;
+  j->required = verity > 2;
+  size_t dsize = j->alg == 2 ? 64 : 32;
+  void *ddata = NULL;
+  size_t dlen = 0;
+  if (j->alg && (napi_get_buffer_info(env, argv[2], &ddata, &dlen) != napi_ok || dlen != j->n * dsize)) {
+    free(j);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  j->paths = calloc(len ? len : 1, sizeof *j->paths);
+  j->results = calloc(j->n ? j->n : 1, sizeof *j->results);
+  j->digests = malloc(dlen ? dlen : 1);
+  if (!j->paths || !j->results || !j->digests) {
+    name_job_free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  if (dlen) memcpy(j->digests, ddata, dlen);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value e;
+    size_t plen;
+    if (napi_get_element(env, argv[0], i, &e) != napi_ok || napi_get_value_string_utf8(env, e, NULL, 0, &plen) != napi_ok ||
+        !(j->paths[i] = malloc(plen + 1))) {
+      name_job_free(j);
+      napi_throw_type_error(env, NULL, usage);
+      return NULL;
+    }
+    napi_get_value_string_utf8(env, e, j->paths[i], plen + 1, &plen);
+  }
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "cfsctl.nameObjects", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, name_execute, name_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 /* ---------- streaming SHA-256 off the main thread ---------- */
 
 /*
@@ -1420,6 +1611,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
       {"enableVerity", NULL, enable_verity, NULL, NULL, NULL, napi_default, NULL},
       {"measureVerity", NULL, measure_verity, NULL, NULL, NULL, napi_default, NULL},
+      {"nameObjects", NULL, name_objects, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Init", NULL, sha256_init, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Update", NULL, sha256_update, NULL, NULL, NULL, napi_default, NULL},
       {"sha256Final", NULL, sha256_final, NULL, NULL, NULL, napi_default, NULL},

@@ -314,6 +314,48 @@ describe("native writeFile", () => {
   });
 });
 
+describe("native nameObjects", () => {
+  it("links each temporary file to its name (making the directory), keeps an existing name, reports failures, and never names without verity when verity is required", async () => {
+    const store = path.join(work, "names");
+    fs.mkdirSync(path.join(store, "aa"), { recursive: true });
+    const tmp = (n: string, data: string) => {
+      const p = path.join(store, `.tmp-${n}`);
+      fs.writeFileSync(p, data);
+      return p;
+    };
+    fs.writeFileSync(path.join(store, "aa", "present"), "same");
+    const pairs = [
+      [tmp("1", "one"), path.join(store, "aa", "one")],
+      [tmp("2", "two"), path.join(store, "bb", "two")], // bb/ does not exist yet
+      [tmp("3", "same"), path.join(store, "aa", "present")],
+      [path.join(store, ".tmp-missing"), path.join(store, "aa", "never")],
+    ];
+    const r = await native.nameObjects(pairs.flat(), 0, Buffer.alloc(0));
+    expect(r).toEqual({ results: ["stored", "stored", "present", "ENOENT link"], verityUnsupported: false });
+    expect(fs.readFileSync(path.join(store, "aa", "one"), "utf8")).toBe("one");
+    expect(fs.readFileSync(path.join(store, "bb", "two"), "utf8")).toBe("two");
+    expect(fs.readdirSync(store).filter((n) => n.startsWith(".tmp"))).toEqual([]); // named ones' temporary names removed
+    expect(fs.existsSync(path.join(store, "aa", "never"))).toBe(false);
+
+    // fs-verity asked for where the kernel has none: named anyway (1), or not at all when required (3).
+    const kernelHasVerity = fs.readFileSync("/proc/kallsyms", "utf8").includes(" fsverity_ioctl_enable");
+    const a = tmp("a", "a".repeat(100));
+    const b = tmp("b", "b".repeat(100));
+    const dA = fsverityDigest(Buffer.from("a".repeat(100)));
+    const dB = fsverityDigest(Buffer.from("b".repeat(100)));
+    const v1 = await native.nameObjects([a, path.join(store, "cc", "a")], 1, dA);
+    const v3 = await native.nameObjects([b, path.join(store, "cc", "b")], 3, dB);
+    if (!kernelHasVerity) {
+      expect(v1).toEqual({ results: ["stored"], verityUnsupported: true });
+      expect(v3).toEqual({ results: ["noverity"], verityUnsupported: true });
+      expect(fs.existsSync(path.join(store, "cc", "b"))).toBe(false);
+      expect(fs.existsSync(b)).toBe(true); // left to the caller
+    }
+    expect(() => native.nameObjects(["odd"], 0, Buffer.alloc(0))).toThrow(TypeError);
+    expect(() => native.nameObjects([a, "x"], 1, Buffer.alloc(31))).toThrow(TypeError); // digests must fit
+  });
+});
+
 describe("streaming SHA-256 in libuv's threads (StreamSha256)", () => {
   const feed = async (chunks: Buffer[], limit: number): Promise<Buffer> => {
     const h = new StreamSha256();

@@ -203,6 +203,66 @@ describe("objects", () => {
     }
   });
 
+  it("adoptSyncedObjects names many objects at once; one it cannot name is an error, and no temporary file stays", async () => {
+    for (const hash of ["sha256", "sha512"] as const) {
+      const repo = newRepo({ hash, quiet: true });
+      const objects = path.join(repo.path, "objects");
+      const datas = Array.from({ length: 150 }, (_, i) => content(`many-${i}`, 100 + i));
+      const present = repo.storeObjectFromBuffer(datas[0]!); // already there: kept, not rewritten
+      const items = datas.map((d, i) => {
+        const tmp = path.join(objects, `.tmp-many-${i}`);
+        fs.writeFileSync(tmp, d, { mode: 0o644 });
+        return { tmp, digest: fsverityDigest(d, hash) };
+      });
+      await repo.adoptSyncedObjects(items);
+      for (const [i, d] of datas.entries()) expect(fs.readFileSync(repo.objectPath(items[i]!.digest)).equals(d)).toBe(true);
+      expect(repo.hasObject(present)).toBe(true);
+      expect(tmpFiles(repo.path)).toEqual([]);
+
+      // A temporary file that vanished: the error names the object; the others are named, no temporary file stays.
+      const more = Array.from({ length: 80 }, (_, i) => content(`more-${i}`));
+      const items2 = more.map((d, i) => {
+        const tmp = path.join(objects, `.tmp-more-${i}`);
+        fs.writeFileSync(tmp, d, { mode: 0o644 });
+        return { tmp, digest: fsverityDigest(d, hash) };
+      });
+      fs.rmSync(items2[40]!.tmp);
+      const missing = repo.digestHex(items2[40]!.digest);
+      await expect(repo.adoptSyncedObjects(items2)).rejects.toThrow(`store object ${missing.slice(0, 2)}/${missing.slice(2)}: No such file or directory`);
+      expect(tmpFiles(repo.path)).toEqual([]);
+      expect(repo.hasObject(items2[0]!.digest)).toBe(true);
+      expect(repo.hasObject(items2[40]!.digest)).toBe(false);
+      repo.close();
+    }
+  });
+
+  it("adoptSyncedObjects under --require-verity names nothing where fs-verity is not supported (and everything where it is)", async () => {
+    const repo = newRepo({ requireVerity: true });
+    const objects = path.join(repo.path, "objects");
+    const datas = Array.from({ length: 100 }, (_, i) => content(`rv-${i}`));
+    const items = datas.map((d, i) => {
+      const tmp = path.join(objects, `.tmp-rv-${i}`);
+      fs.writeFileSync(tmp, d, { mode: 0o644 });
+      return { tmp, digest: fsverityDigest(d) };
+    });
+    // Does the repository's filesystem have fs-verity? (Not on a kernel without it.)
+    const probe = path.join(objects, ".tmp-probe");
+    fs.writeFileSync(probe, "probe");
+    const fd = fs.openSync(probe, "r");
+    const supported = enableVerity(fd, "sha256", fsverityDigest(Buffer.from("probe")), probe) === "ok";
+    fs.closeSync(fd);
+    fs.rmSync(probe);
+    if (supported) {
+      await repo.adoptSyncedObjects(items);
+      for (const it of items) expect(repo.hasObject(it.digest)).toBe(true);
+    } else {
+      await expect(repo.adoptSyncedObjects(items)).rejects.toThrow(/fs-verity.*not supported.*--require-verity/);
+      for (const it of items) expect(repo.hasObject(it.digest)).toBe(false);
+    }
+    expect(tmpFiles(repo.path)).toEqual([]);
+    repo.close();
+  });
+
   it("sha512 repositories name objects by sha512 digests", () => {
     const repo = newRepo({ hash: "sha512" });
     const hex = repo.storeObjectFromBuffer(content("e"));

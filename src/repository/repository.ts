@@ -25,6 +25,7 @@ import { checkObjects } from "./fsck-objects.js";
 import { collectImageObjects } from "./image-objects.js";
 import { lockRepository, type LockMode, type RepoLock } from "./lock.js";
 import { enableVerity, VERITY_UNSUPPORTED_WARNING } from "./verity.js";
+import { nameObjectsInThreads, type NamingResult } from "../util/name-objects.js";
 
 export type { LockMode } from "./lock.js";
 
@@ -440,6 +441,49 @@ export class Repository {
     }
   }
 
+  /**
+   * adoptSyncedObject for many objects: in batches in libuv's threads where
+   * the native addon is built (fs-verity, link, removal of the temporary
+   * name), else one by one. An object a thread could not name goes through
+   * adoptSyncedObject, whose rules and messages apply. Objects named before
+   * a failure stay (they are complete); every temporary name is gone
+   * afterwards.
+   */
+  async adoptSyncedObjects(items: Array<{ tmp: string; digest: string | Uint8Array }>): Promise<void> {
+    let named: NamingResult | null = null;
+    if (items.length >= 64) {
+      const alg = this.algorithm === "sha512" ? 2 : 1;
+      const verity = this.verityKnownUnsupported ? 0 : this.requireVerity ? ((alg + 2) as 3 | 4) : alg;
+      const namings = items.map((it) => {
+        const hex = this.digestHex(it.digest);
+        return { tmp: it.tmp, final: this.objectPath(hex), digest: Buffer.from(hex, "hex") };
+      });
+      try {
+        named = await nameObjectsInThreads(namings, verity);
+      } catch (e) {
+        for (const n of namings) unlinkQuiet(n.tmp);
+        throw e;
+      }
+    }
+    // Named without fs-verity by the threads: the one warning (--require-verity named none of them).
+    if (named?.verityUnsupported && !this.requireVerity) this.verityUnsupported(this.objectPath(this.digestHex(items[0]!.digest)));
+    let failure: unknown = null;
+    items.forEach((it, i) => {
+      const r = named?.results[i];
+      if (r === "stored" || r === "present") return; // named, its temporary name removed
+      if (failure !== null) {
+        unlinkQuiet(it.tmp);
+        return;
+      }
+      try {
+        this.adoptSyncedObject(it.tmp, it.digest);
+      } catch (e) {
+        failure = e;
+      }
+    });
+    if (failure !== null) throw failure;
+  }
+
   /** Store bytes as an object; returns its digest (hex). */
   storeObjectFromBuffer(data: Uint8Array): string {
     const hex = fsverityDigest(data, this.algorithm).toString("hex");
@@ -491,6 +535,11 @@ export class Repository {
    */
   private applyVerity(fd: number, final: string, hex: string): void {
     if (enableVerity(fd, this.algorithm, Buffer.from(hex, "hex"), `object ${this.objectName(hex)}`) !== "unsupported") return;
+    this.verityUnsupported(final);
+  }
+
+  /** fs-verity cannot be enabled here: an error under --require-verity, else one warning. */
+  private verityUnsupported(final: string): void {
     if (this.requireVerity) throw new CfsError(`cannot enable fs-verity on ${final}: not supported here (--require-verity)`);
     if (!verityWarned && !this.quiet) process.stderr.write(`${VERITY_UNSUPPORTED_WARNING}\n`);
     verityWarned = true;

@@ -44,6 +44,6 @@ export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptio
     // --digest-store: DIR/XX/YYYY…, filled as the files are hashed (see store.ts).
     store,
   });
-  if (store) commitObjects(store, res.external);
+  if (store) await commitObjects(store, res.external);
   return res.root;
 }

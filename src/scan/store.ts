@@ -1,14 +1,16 @@
 /**
  * Naming the objects the hash workers copied to temporary names: one syncfs
  * makes all of them durable, then each is linked to its final name (an
- * existing object is never rewritten) and the temporary name removed. A run
- * killed at any point leaves at worst unnamed temporary files.
+ * existing object is never rewritten) and the temporary name removed, many
+ * at a time in libuv's threads. A run killed at any point leaves at worst
+ * unnamed temporary files.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { digestToObjectPath } from "../fsverity/digest.js";
 import { describeSystemError } from "../util/errors.js";
+import { nameObjectsInThreads } from "../util/name-objects.js";
 import type { ExternalFile } from "./walk.js";
 
 /** syncfs(2) of the filesystem holding `dir` (coreutils `sync -f`), or sync(2). */
@@ -33,24 +35,55 @@ function adopt(tmp: string, final: string): void {
   }
 }
 
+/** A stored copy waiting for its name. */
+export interface StoredCopy {
+  tmp: string;
+  digest: Buffer;
+}
+
 /**
- * Give every stored copy its object name `store/XX/YYYY…`. `name` does the
- * naming after the one syncfs (a repository passes its own, which also
- * applies fs-verity); by default a plain link.
+ * Plain links into `store` (mkcomposefs --digest-store): in batches in
+ * libuv's threads where the native addon is built; what a thread could not
+ * name (and everything without the addon) goes through adopt().
  */
-export function commitObjects(
+async function linkAll(store: string, items: StoredCopy[]): Promise<void> {
+  const namings = items.map((it) => ({ tmp: it.tmp, final: path.join(store, digestToObjectPath(it.digest)) }));
+  const named = items.length >= 64 ? await nameObjectsInThreads(namings, 0) : null;
+  let failure: unknown = null;
+  namings.forEach((n, i) => {
+    const r = named?.results[i];
+    if (r === "stored" || r === "present") return;
+    try {
+      if (failure === null) adopt(n.tmp, n.final);
+    } catch (e) {
+      failure = e;
+    } finally {
+      fs.rmSync(n.tmp, { force: true });
+    }
+  });
+  if (failure !== null) throw failure;
+}
+
+/**
+ * Give every stored copy its object name `store/XX/YYYY…`, after one
+ * syncfs. `name` does the naming (a repository passes its own, which also
+ * applies fs-verity) and must leave no temporary name behind; by default
+ * plain links.
+ */
+export async function commitObjects(
   store: string,
   files: ExternalFile[],
-  name: (tmp: string, digest: Buffer) => void = (tmp, digest) => adopt(tmp, path.join(store, digestToObjectPath(digest))),
-): void {
+  name: (items: StoredCopy[]) => Promise<void> = (items) => linkAll(store, items),
+): Promise<void> {
+  const items: StoredCopy[] = [];
+  for (const f of files) if (f.tmp) items.push({ tmp: f.tmp, digest: f.inode.digest! });
+  if (items.length === 0) return;
   try {
-    if (files.some((f) => f.tmp)) syncFilesystem(store);
-    for (const f of files) {
-      if (!f.tmp) continue;
-      name(f.tmp, f.inode.digest!);
-      f.tmp = undefined;
-    }
-  } finally {
-    for (const f of files) if (f.tmp) fs.rmSync(f.tmp, { force: true });
+    syncFilesystem(store);
+  } catch (e) {
+    for (const it of items) fs.rmSync(it.tmp, { force: true });
+    throw e;
   }
+  for (const f of files) f.tmp = undefined;
+  await name(items);
 }

@@ -80,6 +80,8 @@ export interface CfsNative {
   enableVerity(fd: number, algorithm: 1 | 2): string | null;
   /** FS_IOC_MEASURE_VERITY: the digest, or the errno name ("EALGORITHM": another algorithm). */
   measureVerity(fd: number, algorithm: 1 | 2): Buffer | string;
+  /** Name temporary object files (pairs tmp, final) in a libuv thread; see src/util/name-objects.ts. */
+  nameObjects(paths: string[], verity: 0 | 1 | 2 | 3 | 4, digests: Buffer): Promise<{ results: string[]; verityUnsupported: boolean }>;
   /** Reset a SHA-256 context kept in `state` (256 bytes, see src/util/stream-sha256.ts). */
   sha256Init(state: Buffer): void;
   /** Hash the parts into the context in a libuv thread; one update of a state at a time. */

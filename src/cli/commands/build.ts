@@ -69,7 +69,7 @@ export function registerBuild(program: Command): void {
       try {
         const objects = path.join(repo.path, "objects");
         const tree = await buildContainerTree(cmd, dir, selinux, { algorithm: repo.algorithm, store: objects });
-        commitObjects(objects, tree.external, (tmp, digest) => repo.adoptSyncedObject(tmp, digest));
+        await commitObjects(objects, tree.external, (items) => repo.adoptSyncedObjects(items));
         const { image } = writeImage(tree.root, { metacopyAlgorithm: repo.algorithm });
         const digest = repo.writeImage(image, o.name);
         syncFilesystem(repo.path);

@@ -159,7 +159,7 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
   // Everything verified: name objects, then streams, then the image.
   try {
     syncFilesystem(repo.path);
-    for (const p of reader.pending.values()) repo.adoptSyncedObject(p.tmp, p.digest);
+    await repo.adoptSyncedObjects([...reader.pending.values()]);
     reader.pending.clear();
     for (const s of staged) if (s.tmp) repo.adoptSyncedObject(s.tmp, s.digest);
   } finally {
