@@ -23,9 +23,10 @@ export interface RunResult {
   stderr: string;
 }
 
-export function cfsctl(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): RunResult {
+export function cfsctl(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): RunResult {
   const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [CLI, ...args], {
     input: opts.input,
+    cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     maxBuffer: 1 << 30,
   });

@@ -187,7 +187,7 @@ for (const impl of SCANNERS) describe(`container-image rules (${impl.name})`, ()
 });
 
 for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
-  const cfsctl = (args: string[]) => run(args, { env: impl.env });
+  const cfsctl = (args: string[], o: { cwd?: string } = {}) => run(args, { env: impl.env, cwd: o.cwd });
   const work = path.join(workAll, `bad-${impl.env.CFSCTL_NATIVE ?? "1"}`);
   beforeAll(() => fs.mkdirSync(work, { recursive: true }));
   it("a missing DIR is a one-line error", () => {
@@ -214,10 +214,35 @@ for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
       for (const cmd of [["compute-id"], ["mkcomposefs", "--print-digest-only"]]) {
         const res = cfsctl([...cmd, d]);
         expect(res.status).toBe(1);
-        expect(res.stderr).toContain(`${m}: a mount point`);
+        expect(res.stderr).toBe(`cfsctl: error: ${m}: a mount point (another filesystem); cfsctl never crosses mount points\n`);
       }
     } finally {
       spawnSync("umount", [m]);
     }
+  });
+  it.skipIf(!isRoot)("a bind mount of the same filesystem inside (same st_dev) is refused too, also from a relative path", () => {
+    const d = path.join(work, "withbind");
+    const src = path.join(work, "bind source");
+    const m = path.join(d, "in ner", "b\\x");
+    fs.mkdirSync(m, { recursive: true });
+    fs.mkdirSync(src, { recursive: true });
+    fs.writeFileSync(path.join(src, "outside.txt"), "not part of the tree");
+    expect(fs.statSync(src).dev).toBe(fs.statSync(d).dev);
+    const r = spawnSync("mount", ["--bind", src, m]);
+    if (r.status !== 0) return console.log(`bind mount refused: ${r.stderr}`);
+    try {
+      for (const cmd of [["compute-id"], ["create-dumpfile"], ["mkcomposefs", "--print-digest-only"]]) {
+        const res = cfsctl([...cmd, d]);
+        expect(res.status).toBe(1);
+        expect(res.stderr).toBe(`cfsctl: error: ${m}: a mount point (a bind mount of the same filesystem); cfsctl never crosses mount points\n`);
+        expect(res.stdout.length).toBe(0);
+      }
+      const rel = cfsctl(["compute-id", "withbind/"], { cwd: work });
+      expect(rel.stderr).toBe(`cfsctl: error: withbind/in ner/b\\x: a mount point (a bind mount of the same filesystem); cfsctl never crosses mount points\n`);
+    } finally {
+      spawnSync("umount", [m]);
+    }
+    // Unmounted, the same tree scans.
+    expect(cfsctl(["compute-id", d]).status).toBe(0);
   });
 });

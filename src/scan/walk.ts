@@ -21,6 +21,7 @@ import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js"
 import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { HashPool } from "./hash-pool.js";
 import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.js";
+import { mountPointsBelow } from "./mounts.js";
 import { PackedEntries, forEachPackedXattr } from "./packed-entries.js";
 import { isUtf8 } from "node:buffer";
 
@@ -217,6 +218,18 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     throw describeSystemError(e, dir);
   }
   const rootDev = m.dev;
+  // A mount below the root, even of this filesystem (same st_dev): refused before the walk.
+  const mounts = mountPointsBelow(rootPath);
+  if (mounts.length > 0) {
+    const at = mounts[0]!;
+    let what = "another mount";
+    try {
+      what = fs.lstatSync(at, { bigint: true }).dev === rootDev ? "a bind mount of the same filesystem" : "another filesystem";
+    } catch {
+      /* hidden below another mount: just a mount */
+    }
+    throw new CfsError(`${show(at)}: a mount point (${what}); cfsctl never crosses mount points`);
+  }
   // The walk looks entries up relative to the directory it is in (see
   // walkDir); the workers, which share the working directory, get absolute
   // paths, and messages show them as given.
