@@ -360,8 +360,8 @@ describe("streaming SHA-256 in libuv's threads (StreamSha256)", () => {
   const feed = async (chunks: Buffer[], limit: number): Promise<Buffer> => {
     const h = new StreamSha256();
     for (const c of chunks) {
-      h.update(c);
-      if (h.backlog > limit) await h.drained(limit);
+      await h.updateBounded(c, limit);
+      expect(h.backlog).toBeLessThanOrEqual(Math.max(limit, c.length));
     }
     return h.digest();
   };

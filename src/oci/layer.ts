@@ -58,8 +58,7 @@ const HASH_BACKLOG = 32 << 20;
 
 async function* hashing(src: AsyncIterable<Buffer>, h: StreamSha256): AsyncGenerator<Buffer> {
   for await (const b of src) {
-    h.update(b);
-    if (h.backlog > HASH_BACKLOG) await h.drained(HASH_BACKLOG / 2);
+    await h.updateBounded(b, HASH_BACKLOG);
     yield b;
   }
 }
@@ -140,10 +139,7 @@ export class LayerReader {
     const plainBytes = decompressed(rawChunks, blob.label, () => (isPlain = true));
     const plain = (async function* () {
       for await (const b of plainBytes) {
-        if (!isPlain) {
-          diffHash.update(b);
-          if (diffHash.backlog > HASH_BACKLOG) await diffHash.drained(HASH_BACKLOG / 2);
-        }
+        if (!isPlain) await diffHash.updateBounded(b, HASH_BACKLOG);
         yield b;
       }
     })();

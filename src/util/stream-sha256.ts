@@ -56,6 +56,12 @@ export class StreamSha256 {
     });
   }
 
+  /** update(), then, when more than `limit` bytes wait to be hashed, wait until half of that is left. */
+  async updateBounded(b: Buffer, limit: number): Promise<void> {
+    this.update(b);
+    if (this.backlog > limit) await this.drained(limit / 2);
+  }
+
   /** Resolves once at most `limit` bytes wait to be hashed. */
   async drained(limit = 0): Promise<void> {
     while (this.backlog > limit && this.running) await this.running;
