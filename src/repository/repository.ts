@@ -450,20 +450,18 @@ export class Repository {
    * afterwards.
    */
   async adoptSyncedObjects(items: Array<{ tmp: string; digest: string | Uint8Array }>): Promise<void> {
-    let named: NamingResult | null = null;
-    if (items.length >= 64) {
-      const alg = this.algorithm === "sha512" ? 2 : 1;
-      const verity = this.verityKnownUnsupported ? 0 : this.requireVerity ? ((alg + 2) as 3 | 4) : alg;
-      const namings = items.map((it) => {
-        const hex = this.digestHex(it.digest);
-        return { tmp: it.tmp, final: this.objectPath(hex), digest: Buffer.from(hex, "hex") };
-      });
-      try {
-        named = await nameObjectsInThreads(namings, verity);
-      } catch (e) {
-        for (const n of namings) unlinkQuiet(n.tmp);
-        throw e;
-      }
+    const alg = this.algorithm === "sha512" ? 2 : 1;
+    const verity = this.verityKnownUnsupported ? 0 : this.requireVerity ? ((alg + 2) as 3 | 4) : alg;
+    const namings = items.map((it) => {
+      const hex = this.digestHex(it.digest);
+      return { tmp: it.tmp, final: this.objectPath(hex), digest: Buffer.from(hex, "hex") };
+    });
+    let named: NamingResult | null;
+    try {
+      named = await nameObjectsInThreads(namings, verity);
+    } catch (e) {
+      for (const n of namings) unlinkQuiet(n.tmp);
+      throw e;
     }
     // Named without fs-verity by the threads: the one warning (--require-verity named none of them).
     if (named?.verityUnsupported && !this.requireVerity) this.verityUnsupported(this.objectPath(this.digestHex(items[0]!.digest)));

@@ -48,7 +48,7 @@ export interface StoredCopy {
  */
 async function linkAll(store: string, items: StoredCopy[]): Promise<void> {
   const namings = items.map((it) => ({ tmp: it.tmp, final: path.join(store, digestToObjectPath(it.digest)) }));
-  const named = items.length >= 64 ? await nameObjectsInThreads(namings, 0) : null;
+  const named = await nameObjectsInThreads(namings, 0);
   let failure: unknown = null;
   namings.forEach((n, i) => {
     const r = named?.results[i];

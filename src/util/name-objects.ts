@@ -21,14 +21,17 @@ export interface NamingResult {
 }
 
 const BATCH = 512;
+/** Fewer objects are named sooner one by one on the calling thread. */
+const FEW = 64;
 
 /**
  * verity: 0 none; 1 sha256, 2 sha512 where supported; 3, 4 the same,
- * required. Null without the addon (the caller names them itself).
+ * required. Null without the addon, or for a few objects: the caller names
+ * them itself.
  */
 export async function nameObjectsInThreads(items: Naming[], verity: 0 | 1 | 2 | 3 | 4): Promise<NamingResult | null> {
   const native = loadCfsNative();
-  if (native === null) return null;
+  if (native === null || items.length < FEW) return null;
   const size = verity === 2 || verity === 4 ? 64 : 32;
   const jobs: Promise<NamingResult>[] = [];
   for (let at = 0; at < items.length; at += BATCH) {
