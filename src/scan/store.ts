@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { digestToObjectPath } from "../fsverity/digest.js";
-import { describeSystemError } from "../util/errors.js";
+import { CfsError, describeSystemError } from "../util/errors.js";
 import { nameObjectsInThreads } from "../util/name-objects.js";
 import type { ExternalFile } from "./walk.js";
 
@@ -42,21 +42,27 @@ export interface StoredCopy {
 }
 
 /**
- * Plain links into `store` (mkcomposefs --digest-store): in batches in
- * libuv's threads where the native addon is built; what a thread could not
- * name (and everything without the addon) goes through adopt().
+ * Links into `store` (mkcomposefs --digest-store): in batches in libuv's
+ * threads where the native addon is built, each object first given
+ * fs-verity where the filesystem has it, as upstream tries (its errors
+ * ignored, as upstream does; a measured digest other than the name is an
+ * error). What a thread could not name (and everything without the addon)
+ * goes through adopt(), a plain link.
  */
 async function linkAll(store: string, items: StoredCopy[]): Promise<void> {
-  const namings = items.map((it) => ({ tmp: it.tmp, final: path.join(store, digestToObjectPath(it.digest)) }));
-  const named = await nameObjectsInThreads(namings, 0);
+  const namings = items.map((it) => ({ tmp: it.tmp, final: path.join(store, digestToObjectPath(it.digest)), digest: it.digest }));
+  const named = await nameObjectsInThreads(namings, 1);
   let failure: unknown = null;
   namings.forEach((n, i) => {
     const r = named?.results[i];
     if (r === "stored" || r === "present") return;
     try {
+      if (r?.startsWith("EVERITY:")) {
+        throw new CfsError(`store object ${n.final}: the kernel measures fs-verity digest ${r.slice(8)}, cfsctl computed ${n.digest.toString("hex")}`);
+      }
       if (failure === null) adopt(n.tmp, n.final);
     } catch (e) {
-      failure = e;
+      failure ??= e;
     } finally {
       fs.rmSync(n.tmp, { force: true });
     }
@@ -68,7 +74,7 @@ async function linkAll(store: string, items: StoredCopy[]): Promise<void> {
  * Give every stored copy its object name `store/XX/YYYY…`, after one
  * syncfs. `name` does the naming (a repository passes its own, which also
  * applies fs-verity) and must leave no temporary name behind; by default
- * plain links.
+ * linkAll().
  */
 export async function commitObjects(
   store: string,
