@@ -26,8 +26,8 @@
  *   verityDigest(data, algorithm, out, at), hashBlocks(data, algorithm, out, at)
  *     The digest of bytes in memory; the hashes of whole blocks (a tree's
  *     first level, for the JavaScript hasher).
- *   writeFile(path, parts, chmod) -> Promise<boolean>
- *     An object file written in a libuv thread (see write_file()).
+ *   writeFile(path, parts, chmod) -> Promise<boolean>, writeFiles(paths, parts, counts, chmod)
+ *     Object files written in a libuv thread, one or many per job (see write_file()).
  *   enableVerity(fd, algorithm) -> string|null, measureVerity(fd, algorithm) -> Buffer|string
  *     Kernel fs-verity of an open file (FS_IOC_ENABLE_VERITY, 4096-byte
  *     blocks, no salt; FS_IOC_MEASURE_VERITY): null or the digest, else the
@@ -1049,127 +1049,233 @@ static napi_value verity_digest(napi_env env, napi_callback_info info) {
  * final syncfs then has less to wait for) and close it, in a libuv thread.
  * A missing parent directory is made (0755); the promise resolves to
  * whether it was. Rejects with an Error{code, syscall}.
+ *
+ * writeFiles(paths, parts, counts, chmod) -> Promise<(string|null)[]>: the
+ * same for many files in one libuv job (one thread wake-up instead of one
+ * per file): file i holds the next counts[i] Buffers of `parts`. Per file:
+ * null (written), "made" (written, its directory made) or "<ERRNO> <syscall>".
  */
+typedef struct {
+  char *path;
+  size_t first, niov; /* its Buffers: iov[first .. first + niov) */
+  int err;
+  const char *syscall;
+  int made_dir;
+} write_file_t;
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref parts_ref;
-  char *path;
+  napi_ref keep; /* the Buffers stay alive until written */
   struct iovec *iov;
-  size_t niov;
+  write_file_t *files;
+  size_t n;
   int chmod;
-  int made_dir;
-  int err;
-  const char *syscall;
+  int single; /* writeFile: resolve to a boolean or reject */
 } write_job_t;
 
-static void write_execute(napi_env env, void *data) {
-  write_job_t *j = data;
-  int fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+static void write_one(write_job_t *j, write_file_t *f) {
+  int fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0 && errno == ENOENT) {
-    char *slash = strrchr(j->path, '/');
-    if (slash && slash != j->path) {
+    char *slash = strrchr(f->path, '/');
+    if (slash && slash != f->path) {
       *slash = 0;
-      if (mkdir(j->path, 0755) == 0) j->made_dir = 1;
+      if (mkdir(f->path, 0755) == 0) f->made_dir = 1;
       *slash = '/';
-      fd = open(j->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
   }
   if (fd < 0) {
-    j->err = errno;
-    j->syscall = "open";
+    f->err = errno;
+    f->syscall = "open";
     return;
   }
   if (j->chmod && fchmod(fd, 0644) != 0) {
-    j->err = errno;
-    j->syscall = "chmod";
+    f->err = errno;
+    f->syscall = "chmod";
   }
+  struct iovec *iov = j->iov + f->first;
   size_t i = 0;
-  while (!j->err && i < j->niov) {
-    int cnt = j->niov - i > 1024 ? 1024 : (int)(j->niov - i);
-    ssize_t n = writev(fd, j->iov + i, cnt);
+  while (!f->err && i < f->niov) {
+    int cnt = f->niov - i > 1024 ? 1024 : (int)(f->niov - i);
+    ssize_t n = writev(fd, iov + i, cnt);
     if (n < 0) {
       if (errno == EINTR) continue;
-      j->err = errno;
-      j->syscall = "write";
+      f->err = errno;
+      f->syscall = "write";
       break;
     }
     /* Skip what was written; a short write leaves the rest of an iovec. */
     size_t left = (size_t)n;
-    while (i < j->niov && left >= j->iov[i].iov_len) left -= j->iov[i++].iov_len;
-    if (i < j->niov) {
-      j->iov[i].iov_base = (char *)j->iov[i].iov_base + left;
-      j->iov[i].iov_len -= left;
+    while (i < f->niov && left >= iov[i].iov_len) left -= iov[i++].iov_len;
+    if (i < f->niov) {
+      iov[i].iov_base = (char *)iov[i].iov_base + left;
+      iov[i].iov_len -= left;
     }
   }
-  if (!j->err) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* only a head start: errors show at syncfs */
-  if (close(fd) != 0 && !j->err) {
-    j->err = errno;
-    j->syscall = "close";
+  if (!f->err) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* only a head start: errors show at syncfs */
+  if (close(fd) != 0 && !f->err) {
+    f->err = errno;
+    f->syscall = "close";
   }
 }
 
-static void write_complete(napi_env env, napi_status status, void *data) {
+static void write_execute(napi_env env, void *data) {
   write_job_t *j = data;
-  if (j->err) {
-    napi_reject_deferred(env, j->deferred, sys_error(env, errno_code(j->err), j->syscall));
-  } else {
-    napi_value made;
-    napi_get_boolean(env, j->made_dir != 0, &made);
-    napi_resolve_deferred(env, j->deferred, made);
-  }
-  napi_delete_reference(env, j->parts_ref);
-  napi_delete_async_work(env, j->work);
-  free(j->path);
+  for (size_t i = 0; i < j->n; i++) write_one(j, &j->files[i]);
+}
+
+static void write_job_free(write_job_t *j) {
+  if (j->files)
+    for (size_t i = 0; i < j->n; i++) free(j->files[i].path);
+  free(j->files);
   free(j->iov);
   free(j);
 }
 
+static void write_complete(napi_env env, napi_status status, void *data) {
+  write_job_t *j = data;
+  if (j->single) {
+    write_file_t *f = &j->files[0];
+    if (f->err) {
+      napi_reject_deferred(env, j->deferred, sys_error(env, errno_code(f->err), f->syscall));
+    } else {
+      napi_value made;
+      napi_get_boolean(env, f->made_dir != 0, &made);
+      napi_resolve_deferred(env, j->deferred, made);
+    }
+  } else {
+    napi_value arr;
+    napi_create_array_with_length(env, j->n, &arr);
+    for (size_t i = 0; i < j->n; i++) {
+      write_file_t *f = &j->files[i];
+      napi_value v;
+      if (f->err) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s %s", errno_code(f->err), f->syscall);
+        napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &v);
+      } else if (f->made_dir) {
+        napi_create_string_utf8(env, "made", NAPI_AUTO_LENGTH, &v);
+      } else {
+        napi_get_null(env, &v);
+      }
+      napi_set_element(env, arr, (uint32_t)i, v);
+    }
+    napi_resolve_deferred(env, j->deferred, arr);
+  }
+  napi_delete_reference(env, j->keep);
+  napi_delete_async_work(env, j->work);
+  write_job_free(j);
+}
+
+/* A string argument, malloc'ed; NULL when it is not a string or memory ran out. */
+static char *string_arg(napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  if (s) napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+/* Queue a job whose files and iovecs are filled; `keep` holds the Buffers. */
+static napi_value queue_write_job(napi_env env, write_job_t *j, napi_value keep) {
+  napi_value promise, name;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_reference(env, keep, 1, &j->keep);
+  napi_create_string_utf8(env, "cfsctl.writeFiles", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+/* Fill iov[at .. at + n) from the Buffers of the array `arr` starting at index `from`. */
+static bool buffers_into(napi_env env, napi_value arr, uint32_t from, uint32_t n, struct iovec *iov) {
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    if (napi_get_element(env, arr, from + i, &e) != napi_ok || napi_get_buffer_info(env, e, &iov[i].iov_base, &iov[i].iov_len) != napi_ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
 static napi_value write_file(napi_env env, napi_callback_info info) {
+  static const char usage[] = "writeFile(path: string, parts: Buffer[], chmod: boolean)";
   size_t argc = 3;
   napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   bool is_array = false, chmod_flag = false;
-  size_t plen = 0;
-  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &plen) != napi_ok ||
-      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+  uint32_t n = 0;
+  if (argc < 3 || napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
       napi_get_value_bool(env, argv[2], &chmod_flag) != napi_ok) {
-    napi_throw_type_error(env, NULL, "writeFile(path: string, parts: Buffer[], chmod: boolean)");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  write_job_t *j = calloc(1, sizeof *j);
-  uint32_t n = 0;
   napi_get_array_length(env, argv[1], &n);
-  if (!j || !(j->path = malloc(plen + 1)) || !(j->iov = calloc(n ? n : 1, sizeof *j->iov))) {
-    if (j) free(j->path);
-    free(j);
+  write_job_t *j = calloc(1, sizeof *j);
+  if (!j || !(j->files = calloc(1, sizeof *j->files)) || !(j->iov = calloc(n ? n : 1, sizeof *j->iov))) {
+    if (j) write_job_free(j);
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  napi_get_value_string_utf8(env, argv[0], j->path, plen + 1, &plen);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    void *d;
-    size_t len;
-    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_get_buffer_info(env, e, &d, &len) != napi_ok) {
-      free(j->path);
-      free(j->iov);
-      free(j);
-      napi_throw_type_error(env, NULL, "writeFile: every part must be a Buffer");
-      return NULL;
-    }
-    j->iov[i].iov_base = d;
-    j->iov[i].iov_len = len;
-  }
-  j->niov = n;
+  j->n = 1;
+  j->single = 1;
   j->chmod = chmod_flag;
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_reference(env, argv[1], 1, &j->parts_ref); /* the Buffers stay alive until written */
-  napi_create_string_utf8(env, "cfsctl.writeFile", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  j->files[0].niov = n;
+  if (!(j->files[0].path = string_arg(env, argv[0]))) {
+    write_job_free(j);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  if (!buffers_into(env, argv[1], 0, n, j->iov)) {
+    write_job_free(j);
+    napi_throw_type_error(env, NULL, "writeFile: every part must be a Buffer");
+    return NULL;
+  }
+  return queue_write_job(env, j, argv[1]);
+}
+
+static napi_value write_files(napi_env env, napi_callback_info info) {
+  static const char usage[] = "writeFiles(paths: string[], parts: Buffer[], counts: number[], chmod: boolean)";
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bool a0 = false, a1 = false, a2 = false, chmod_flag = false;
+  uint32_t nfiles = 0, nparts = 0, ncounts = 0;
+  if (argc < 4 || napi_is_array(env, argv[0], &a0) != napi_ok || !a0 || napi_is_array(env, argv[1], &a1) != napi_ok || !a1 ||
+      napi_is_array(env, argv[2], &a2) != napi_ok || !a2 || napi_get_value_bool(env, argv[3], &chmod_flag) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  napi_get_array_length(env, argv[0], &nfiles);
+  napi_get_array_length(env, argv[1], &nparts);
+  napi_get_array_length(env, argv[2], &ncounts);
+  write_job_t *j = calloc(1, sizeof *j);
+  if (!j || !(j->files = calloc(nfiles ? nfiles : 1, sizeof *j->files)) || !(j->iov = calloc(nparts ? nparts : 1, sizeof *j->iov))) {
+    if (j) write_job_free(j);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->n = nfiles;
+  j->chmod = chmod_flag;
+  size_t at = 0;
+  bool ok = ncounts == nfiles;
+  for (uint32_t i = 0; ok && i < nfiles; i++) {
+    napi_value e;
+    uint32_t cnt = 0;
+    ok = napi_get_element(env, argv[2], i, &e) == napi_ok && napi_get_value_uint32(env, e, &cnt) == napi_ok && cnt <= nparts - at &&
+         napi_get_element(env, argv[0], i, &e) == napi_ok && (j->files[i].path = string_arg(env, e)) != NULL;
+    if (!ok) break;
+    j->files[i].first = at;
+    j->files[i].niov = cnt;
+    at += cnt;
+  }
+  if (!ok || at != nparts || !buffers_into(env, argv[1], 0, nparts, j->iov)) {
+    write_job_free(j);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  return queue_write_job(env, j, argv[1]);
 }
 
 /* ---------- kernel fs-verity ---------- */
@@ -1607,6 +1713,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashFilesAsync", NULL, hash_files_async, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
+      {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
       {"hashBlocks", NULL, hash_blocks, NULL, NULL, NULL, napi_default, NULL},
       {"useShaExtensions", NULL, use_sha_extensions, NULL, NULL, NULL, napi_default, NULL},
       {"enableVerity", NULL, enable_verity, NULL, NULL, NULL, napi_default, NULL},

@@ -312,6 +312,37 @@ describe("native writeFile", () => {
     expect(fs.statSync(path.join(dir, "chmodded")).mode & 0o777).toBe(0o644);
     expect(() => native.writeFile(f, [new Uint8Array(1) as Buffer, "x" as unknown as Buffer], false)).toThrow(TypeError);
   });
+
+  it("writeFiles writes many files in one job, each its own parts, with a result per file", async () => {
+    const dir = path.join(work, "wfs");
+    fs.mkdirSync(path.join(dir, "aa"), { recursive: true });
+    const big = content("wfs-big", 300000);
+    const files = [
+      { p: path.join(dir, "aa", "one"), parts: [Buffer.from("one")] },
+      { p: path.join(dir, "bb", "two"), parts: [big.subarray(0, 100000), Buffer.alloc(0), big.subarray(100000)] }, // bb/ made
+      { p: path.join(dir, "aa", "empty"), parts: [] },
+      { p: path.join(dir, "aa", "one"), parts: [Buffer.from("again")] }, // exists: never replaced
+      { p: path.join(dir, "no", "such", "f"), parts: [Buffer.from("x")] },
+      { p: path.join(dir, "bb", "three"), parts: [Buffer.from("th"), Buffer.from("ree")] },
+    ];
+    const r = await native.writeFiles(
+      files.map((f) => f.p),
+      files.flatMap((f) => f.parts),
+      files.map((f) => f.parts.length),
+      false,
+    );
+    expect(r).toEqual([null, "made", null, "EEXIST open", "ENOENT open", null]);
+    expect(fs.readFileSync(files[0]!.p, "utf8")).toBe("one");
+    expect(fs.readFileSync(files[1]!.p).equals(big)).toBe(true);
+    expect(fs.statSync(files[2]!.p).size).toBe(0);
+    expect(fs.readFileSync(files[5]!.p, "utf8")).toBe("three");
+    expect(fs.statSync(files[5]!.p).mode & 0o777).toBe(0o644 & ~process.umask());
+    // The counts must add up to the parts, one per path.
+    expect(() => native.writeFiles([path.join(dir, "x")], [Buffer.from("a")], [2], false)).toThrow(TypeError);
+    expect(() => native.writeFiles([path.join(dir, "x")], [Buffer.from("a"), Buffer.from("b")], [1], false)).toThrow(TypeError);
+    expect(() => native.writeFiles([path.join(dir, "x"), path.join(dir, "y")], [Buffer.from("a")], [1], false)).toThrow(TypeError);
+    expect(fs.existsSync(path.join(dir, "x"))).toBe(false);
+  });
 });
 
 describe("native nameObjects", () => {

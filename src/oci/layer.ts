@@ -29,6 +29,9 @@ const native = loadCfsNative();
 const BUFFERED_MAX = 4 << 20;
 /** Bytes of stream chunks that background writes may hold at most. */
 const IN_FLIGHT_BYTES = 64 << 20;
+/** A native write job takes this many files, or files of this many bytes, at most (it may go over by one file). */
+const BATCH_FILES = 32;
+const BATCH_BYTES = 1 << 20;
 
 /** Where the split layer goes (a split stream writer in the repository). */
 export interface LayerSink {
@@ -51,6 +54,8 @@ export interface ObjectStoreOptions {
   algorithm: VerityAlgorithm;
   hasObject(digest: Buffer): boolean;
   tmpName(): string;
+  /** Bytes of stream chunks queued writes may hold (default 64 MiB; tests make it small). */
+  heldBytesMax?: number;
 }
 
 /** Bytes of a stream that may wait to be hashed before its reader waits for the hashing. */
@@ -316,11 +321,15 @@ export class LayerReader {
     return { chunks, bytes };
   }
 
+  /** Files gathered for the next native job: many small files cost one libuv thread wake-up. */
+  private batch: { tmps: string[]; parts: Buffer[]; counts: number[]; chunks: ArrayBufferLike[][]; bytes: number } | null = null;
+
   /** Write a file in the background, keeping the memory queued writes hold bounded. */
   private async background(tmp: string, parts: Buffer[]): Promise<void> {
     let need = this.newChunks(parts);
-    while (this.heldBytes + need.bytes > IN_FLIGHT_BYTES && this.inFlight.size > 0) {
-      await Promise.race(this.inFlight);
+    while (this.heldBytes + need.bytes > (this.store.heldBytesMax ?? IN_FLIGHT_BYTES) && (this.inFlight.size > 0 || this.batch !== null)) {
+      if (this.batch !== null) this.submitBatch();
+      else await Promise.race(this.inFlight);
       need = this.newChunks(parts);
     }
     if (this.writeError) throw this.writeError;
@@ -330,23 +339,60 @@ export class LayerReader {
       if (n === 0) this.heldBytes += c.byteLength;
       this.held.set(c, n + 1);
     }
-    const job = (async () => {
-      if (native !== null) {
-        if (await native.writeFile(tmp, parts, UMASK_STRIPS_0644)) this.madeDirs.push(path.dirname(tmp));
-        return;
+    if (native !== null) {
+      const b = (this.batch ??= { tmps: [], parts: [], counts: [], chunks: [], bytes: 0 });
+      b.tmps.push(tmp);
+      for (const p of parts) {
+        b.parts.push(p);
+        b.bytes += p.length;
       }
-      const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
-      try {
-        if (UMASK_STRIPS_0644) await fh.chmod(0o644); // objects are world-readable whatever the umask
-        await fh.writev(parts);
-      } finally {
-        await fh.close();
-      }
-    })()
-      .catch((e) => {
+      b.counts.push(parts.length);
+      b.chunks.push(chunks);
+      if (b.tmps.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) this.submitBatch();
+      return;
+    }
+    this.track(
+      (async () => {
+        const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+        try {
+          if (UMASK_STRIPS_0644) await fh.chmod(0o644); // objects are world-readable whatever the umask
+          await fh.writev(parts);
+        } finally {
+          await fh.close();
+        }
+      })().catch((e) => {
         this.writeError ??= describeSystemError(e, `write ${tmp}`);
-      })
-      .finally(() => {
+      }),
+      [chunks],
+    );
+  }
+
+  /** Hand the gathered files to the addon (one job in a libuv thread). */
+  private submitBatch(): void {
+    const b = this.batch!;
+    this.batch = null;
+    this.track(
+      native!.writeFiles(b.tmps, b.parts, b.counts, UMASK_STRIPS_0644).then(
+        (results) =>
+          results.forEach((r, i) => {
+            if (r === "made") this.madeDirs.push(path.dirname(b.tmps[i]!));
+            else if (r !== null) {
+              const [code, syscall] = r.split(" ");
+              this.writeError ??= describeSystemError(Object.assign(new Error(r), { code, syscall }), `write ${b.tmps[i]}`);
+            }
+          }),
+        (e) => {
+          this.writeError ??= describeSystemError(e, `write ${b.tmps[0]}`);
+        },
+      ),
+      b.chunks,
+    );
+  }
+
+  /** A write job in flight; when it ends, the chunks its files held are let go. */
+  private track(done: Promise<void>, held: ArrayBufferLike[][]): void {
+    const job = done.finally(() => {
+      for (const chunks of held) {
         for (const c of chunks) {
           const n = this.held.get(c)! - 1;
           if (n > 0) this.held.set(c, n);
@@ -355,13 +401,15 @@ export class LayerReader {
             this.heldBytes -= c.byteLength;
           }
         }
-        this.inFlight.delete(job);
-      });
+      }
+      this.inFlight.delete(job);
+    });
     this.inFlight.add(job);
   }
 
   /** Wait for every background write; throws the first failure. */
   async settle(): Promise<void> {
+    if (this.batch !== null) this.submitBatch();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
     if (this.writeError) throw this.writeError;
   }

@@ -72,6 +72,12 @@ export interface CfsNative {
    * parent directory is made (resolves to true when it was).
    */
   writeFile(path: string, parts: Buffer[], chmod: boolean): Promise<boolean>;
+  /**
+   * writeFile for many files in one libuv job: file i holds the next
+   * counts[i] parts. Per file: null, "made" (its directory made) or
+   * "<ERRNO> <syscall>".
+   */
+  writeFiles(paths: string[], parts: Buffer[], counts: number[], chmod: boolean): Promise<(string | null)[]>;
   /** The hash of each 4096-byte block of `data`, one after another at out[at…]. */
   hashBlocks(data: Uint8Array, algorithm: 1 | 2, out: Uint8Array, at: number): void;
   /** Whether SHA-256 of 4096-byte blocks uses the CPU's SHA extensions; `on` false forces OpenSSL's path (tests). */
