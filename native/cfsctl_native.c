@@ -185,6 +185,21 @@ static void throw_sys(napi_env env, const char *code, const char *syscall, const
   napi_throw(env, err);
 }
 
+/*
+ * Queue `data` as async work named `name` (execute in a libuv thread,
+ * complete on the JavaScript thread); *deferred is what complete settles.
+ * Returns the promise.
+ */
+static napi_value queue_job(napi_env env, const char *name, napi_async_execute_callback execute,
+                            napi_async_complete_callback complete, void *data, napi_async_work *work, napi_deferred *deferred) {
+  napi_value promise, n;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &n);
+  napi_create_async_work(env, NULL, n, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
 /* ---------- directory scan ---------- */
 
 static int cmp_names(const void *a, const void *b) {
@@ -447,6 +462,18 @@ static int encode_entry(out_t *o, out_t *tail, int dfd, int in_dir, const char *
   return 0;
 }
 
+/* A path given as a Buffer, NUL-terminated and malloc'ed into *out: 0, EINVAL (a NUL inside) or ENOMEM. */
+static int buffer_path(const void *data, size_t len, char **out) {
+  *out = NULL;
+  if (memchr(data, 0, len) != NULL) return EINVAL;
+  char *p = malloc(len + 1);
+  if (!p) return ENOMEM;
+  memcpy(p, data, len);
+  p[len] = 0;
+  *out = p;
+  return 0;
+}
+
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -463,16 +490,10 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "scanDir(path: Buffer, xattrMode: number, inlineMax: number, useCwd?: boolean)");
     return NULL;
   }
-  char *dir = malloc(pathLen + 1);
-  if (!dir) {
-    throw_sys(env, "ENOMEM", "scandir", NULL);
-    return NULL;
-  }
-  memcpy(dir, pathData, pathLen);
-  dir[pathLen] = 0;
-  if (strlen(dir) != pathLen) {
-    free(dir);
-    throw_sys(env, "EINVAL", "scandir", NULL);
+  char *dir;
+  int perr = buffer_path(pathData, pathLen, &dir);
+  if (perr) {
+    throw_sys(env, errno_code(perr), "scandir", NULL);
     return NULL;
   }
 
@@ -599,17 +620,11 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "readXattrs(path: Buffer, xattrMode: 1 | 2)");
     return NULL;
   }
-  char *path = malloc(pathLen + 1);
-  if (!path) {
-    throw_sys(env, "ENOMEM", "listxattr", NULL);
-    return NULL;
-  }
-  memcpy(path, pathData, pathLen);
-  path[pathLen] = 0;
+  char *path;
+  int err = buffer_path(pathData, pathLen, &path);
   out_t o = {0};
   scratch_t names = {0}, value = {0};
   const char *syscall = "listxattr";
-  int err = strlen(path) != pathLen ? EINVAL : 0;
   if (!err && (scratch_fit(&names, 4096) || scratch_fit(&value, 4096))) err = ENOMEM;
   if (!err) err = encode_xattrs(&o, path, -1, 0, xattr_mode == 2, &names, &value, &syscall);
   if (!err && o.oom) err = ENOMEM;
@@ -980,12 +995,7 @@ static napi_value hash_files_async(napi_env env, napi_callback_info info) {
   j->alg = alg;
   j->out = odata;
   for (int i = 0; i < 5; i++) napi_create_reference(env, argv[i], 1, &j->refs[i]);
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "cfsctl.hashFiles", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, hash_execute, hash_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "cfsctl.hashFiles", hash_execute, hash_complete, j, &j->work, &j->deferred);
 }
 
 /*
@@ -1179,13 +1189,8 @@ static char *string_arg(napi_env env, napi_value v) {
 
 /* Queue a job whose files and iovecs are filled; `keep` holds the Buffers. */
 static napi_value queue_write_job(napi_env env, write_job_t *j, napi_value keep) {
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
   napi_create_reference(env, keep, 1, &j->keep);
-  napi_create_string_utf8(env, "cfsctl.writeFiles", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "cfsctl.writeFiles", write_execute, write_complete, j, &j->work, &j->deferred);
 }
 
 /* Fill iov[at .. at + n) from the Buffers of the array `arr` starting at index `from`. */
@@ -1315,6 +1320,38 @@ _Static_assert(sizeof(struct cfs_verity_enable_arg) == sizeof(struct fsverity_en
 #endif
 #endif
 
+/* FS_IOC_ENABLE_VERITY (4096-byte blocks, no salt) on fd: 0 or the errno (EEXIST: it already was). */
+static int verity_enable(int fd, int alg) {
+  struct cfs_verity_enable_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.version = 1;
+  arg.hash_algorithm = (uint32_t)alg;
+  arg.block_size = BLOCK;
+  int r;
+  do r = ioctl(fd, CFS_IOC_ENABLE_VERITY, &arg);
+  while (r != 0 && errno == EINTR);
+  return r == 0 ? 0 : errno;
+}
+
+/* The errno-like code of a digest in another algorithm than asked for. */
+#define E_OTHER_ALGORITHM (-1)
+
+/*
+ * FS_IOC_MEASURE_VERITY on fd: the digest into md (room for 64 bytes), its
+ * length into *len. Returns 0, the errno (ENODATA: no verity), or
+ * E_OTHER_ALGORITHM when it is not a digest of algorithm `alg`.
+ */
+static int verity_measure(int fd, int alg, uint8_t *md, size_t *len) {
+  struct cfs_verity_digest d;
+  memset(&d, 0, sizeof d);
+  d.h.digest_size = sizeof d.digest;
+  *len = 0;
+  if (ioctl(fd, CFS_IOC_MEASURE_VERITY, &d) != 0) return errno;
+  *len = d.h.digest_size < sizeof d.digest ? d.h.digest_size : sizeof d.digest;
+  memcpy(md, d.digest, *len);
+  return d.h.digest_algorithm == (uint16_t)alg && d.h.digest_size == (alg == 1 ? 32 : 64) ? 0 : E_OTHER_ALGORITHM;
+}
+
 static bool fd_alg_args(napi_env env, napi_callback_info info, const char *usage, int32_t *fd, int32_t *alg) {
   size_t argc = 2;
   napi_value argv[2];
@@ -1331,17 +1368,10 @@ static bool fd_alg_args(napi_env env, napi_callback_info info, const char *usage
 static napi_value enable_verity(napi_env env, napi_callback_info info) {
   int32_t fd, alg;
   if (!fd_alg_args(env, info, "enableVerity(fd, algorithm: 1 | 2)", &fd, &alg)) return NULL;
-  struct cfs_verity_enable_arg arg;
-  memset(&arg, 0, sizeof arg);
-  arg.version = 1;
-  arg.hash_algorithm = (uint32_t)alg;
-  arg.block_size = BLOCK;
-  int r;
-  do r = ioctl(fd, CFS_IOC_ENABLE_VERITY, &arg);
-  while (r != 0 && errno == EINTR);
+  int err = verity_enable(fd, alg);
   napi_value out;
-  if (r == 0) napi_get_null(env, &out);
-  else napi_create_string_utf8(env, errno_code(errno), NAPI_AUTO_LENGTH, &out);
+  if (err == 0) napi_get_null(env, &out);
+  else napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &out);
   return out;
 }
 
@@ -1349,21 +1379,16 @@ static napi_value enable_verity(napi_env env, napi_callback_info info) {
 static napi_value measure_verity(napi_env env, napi_callback_info info) {
   int32_t fd, alg;
   if (!fd_alg_args(env, info, "measureVerity(fd, algorithm: 1 | 2)", &fd, &alg)) return NULL;
-  struct cfs_verity_digest d;
-  memset(&d, 0, sizeof d);
-  d.h.digest_size = sizeof d.digest;
+  uint8_t md[64];
+  size_t len;
+  int err = verity_measure(fd, alg, md, &len);
   napi_value out;
-  if (ioctl(fd, CFS_IOC_MEASURE_VERITY, &d) != 0) {
-    napi_create_string_utf8(env, errno_code(errno), NAPI_AUTO_LENGTH, &out);
-    return out;
-  }
   /* Another algorithm than the repository's is a different digest: say so as a code. */
-  if (d.h.digest_algorithm != (uint16_t)alg || d.h.digest_size != (alg == 1 ? 32 : 64)) {
-    napi_create_string_utf8(env, "EALGORITHM", NAPI_AUTO_LENGTH, &out);
+  if (err != 0) {
+    napi_create_string_utf8(env, err == E_OTHER_ALGORITHM ? "EALGORITHM" : errno_code(err), NAPI_AUTO_LENGTH, &out);
     return out;
   }
-  void *data;
-  if (napi_create_buffer_copy(env, d.h.digest_size, d.digest, &data, &out) != napi_ok) return NULL;
+  if (napi_create_buffer_copy(env, len, md, NULL, &out) != napi_ok) return NULL;
   return out;
 }
 
@@ -1397,48 +1422,45 @@ typedef struct {
 
 static int verity_unsupported_code(int e) { return e == ENOTTY || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS; }
 
+/*
+ * fs-verity on the temporary file `tmp` of object i, checked against its
+ * digest: whether it may be named. Not supported sets j->unsupported (the
+ * caller decides); any other failure is written to res.
+ */
+static bool verity_before_naming(name_job_t *j, size_t i, const char *tmp, char *res, size_t room) {
+  int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(res, room, "%s open", errno_code(errno));
+    return false;
+  }
+  int err = verity_enable(fd, j->alg);
+  bool ok = true;
+  if (err != 0 && verity_unsupported_code(err)) {
+    j->unsupported = 1;
+  } else if (err != 0 && err != EEXIST) {
+    snprintf(res, room, "%s enable-verity", errno_code(err));
+    ok = false;
+  } else {
+    uint8_t md[64];
+    size_t len, size = j->alg == 1 ? 32 : 64;
+    err = verity_measure(fd, j->alg, md, &len);
+    if (err > 0) {
+      snprintf(res, room, "%s measure-verity", errno_code(err));
+      ok = false;
+    } else if (err == E_OTHER_ALGORITHM || memcmp(md, j->digests + i * size, size) != 0) {
+      int k = snprintf(res, room, "EVERITY:");
+      for (size_t b = 0; b < len && k + 2 < (int)room; b++) k += snprintf(res + k, 3, "%02x", md[b]);
+      ok = false;
+    }
+  }
+  close(fd);
+  return ok;
+}
+
 static void name_one(name_job_t *j, size_t i) {
   const char *tmp = j->paths[2 * i], *final = j->paths[2 * i + 1];
   char *res = j->results[i];
-  if (j->alg && !j->unsupported) {
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      snprintf(res, sizeof j->results[i], "%s open", errno_code(errno));
-      return;
-    }
-    struct cfs_verity_enable_arg arg;
-    memset(&arg, 0, sizeof arg);
-    arg.version = 1;
-    arg.hash_algorithm = (uint32_t)j->alg;
-    arg.block_size = BLOCK;
-    int r;
-    do r = ioctl(fd, CFS_IOC_ENABLE_VERITY, &arg);
-    while (r != 0 && errno == EINTR);
-    if (r != 0 && verity_unsupported_code(errno)) {
-      j->unsupported = 1;
-    } else if (r != 0 && errno != EEXIST) {
-      snprintf(res, sizeof j->results[i], "%s enable-verity", errno_code(errno));
-      close(fd);
-      return;
-    } else {
-      struct cfs_verity_digest d;
-      memset(&d, 0, sizeof d);
-      d.h.digest_size = sizeof d.digest;
-      size_t size = j->alg == 1 ? 32 : 64;
-      if (ioctl(fd, CFS_IOC_MEASURE_VERITY, &d) != 0) {
-        snprintf(res, sizeof j->results[i], "%s measure-verity", errno_code(errno));
-        close(fd);
-        return;
-      }
-      if (d.h.digest_algorithm != j->alg || d.h.digest_size != size || memcmp(d.digest, j->digests + i * size, size) != 0) {
-        int k = snprintf(res, sizeof j->results[i], "EVERITY:");
-        for (size_t b = 0; b < d.h.digest_size && b < size && k + 2 < (int)sizeof j->results[i]; b++) k += snprintf(res + k, 3, "%02x", d.digest[b]);
-        close(fd);
-        return;
-      }
-    }
-    close(fd);
-  }
+  if (j->alg && !j->unsupported && !verity_before_naming(j, i, tmp, res, sizeof j->results[i])) return;
   if (j->alg && j->unsupported && j->required) {
     strcpy(res, "noverity");
     return;
@@ -1547,12 +1569,7 @@ static napi_value name_objects(napi_env env, napi_callback_info info) {
     }
     napi_get_value_string_utf8(env, e, j->paths[i], plen + 1, &plen);
   }
-  napi_value promise, name;
-  napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "cfsctl.nameObjects", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, name_execute, name_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "cfsctl.nameObjects", name_execute, name_complete, j, &j->work, &j->deferred);
 }
 
 /* ---------- streaming SHA-256 off the main thread ---------- */
@@ -1648,27 +1665,20 @@ static napi_value sha256_update(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value e;
-    if (napi_get_element(env, argv[1], i, &e) != napi_ok || napi_get_buffer_info(env, e, &j->iov[i].iov_base, &j->iov[i].iov_len) != napi_ok) {
-      free(j->iov);
-      free(j);
-      napi_throw_type_error(env, NULL, "sha256Update: every part must be a Buffer");
-      return NULL;
-    }
+  if (!buffers_into(env, argv[1], 0, n, j->iov)) {
+    free(j->iov);
+    free(j);
+    napi_throw_type_error(env, NULL, "sha256Update: every part must be a Buffer");
+    return NULL;
   }
   j->niov = n;
   j->ctx = ctx;
-  napi_value keep, promise, name;
+  napi_value keep;
   napi_create_array_with_length(env, 2, &keep);
   napi_set_element(env, keep, 0, argv[0]);
   napi_set_element(env, keep, 1, argv[1]);
-  napi_create_promise(env, &j->deferred, &promise);
   napi_create_reference(env, keep, 1, &j->refs);
-  napi_create_string_utf8(env, "cfsctl.sha256Update", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, sha_execute, sha_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
-  return promise;
+  return queue_job(env, "cfsctl.sha256Update", sha_execute, sha_complete, j, &j->work, &j->deferred);
 }
 
 /*
