@@ -43,6 +43,11 @@ export function digestLength(alg: VerityAlgorithm): number {
   return DIGEST_LEN[alg];
 }
 
+/** The kernel's number for the algorithm (FS_VERITY_HASH_ALG_*), as the native addon takes it. */
+export function verityAlgorithmId(alg: VerityAlgorithm): 1 | 2 {
+  return alg === "sha512" ? 2 : 1;
+}
+
 /**
  * Streaming fs-verity hasher: memory is one data block plus one block of
  * hashes per tree level, whatever the input size.
@@ -80,7 +85,7 @@ export class FsVerityHasher {
     }
     if (native !== null && len - off >= BLOCK_SIZE) {
       const level0 = this.levelBuffer(0);
-      const algId = this.alg === "sha512" ? 2 : 1;
+      const algId = verityAlgorithmId(this.alg);
       while (len - off >= BLOCK_SIZE) {
         // As many blocks as the level's buffer has room for hashes.
         const room = (BLOCK_SIZE - this.levelFill[0]!) / this.hashLen;

@@ -18,7 +18,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { digestLength, fsverityDigest, fsverityDigestFdSync, type VerityAlgorithm } from "../fsverity/digest.js";
+import { digestLength, fsverityDigest, fsverityDigestFdSync, verityAlgorithmId, type VerityAlgorithm } from "../fsverity/digest.js";
 import { openSplitStream } from "./splitstream.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { checkObjects } from "./fsck-objects.js";
@@ -450,7 +450,7 @@ export class Repository {
    * afterwards.
    */
   async adoptSyncedObjects(items: Array<{ tmp: string; digest: string | Uint8Array }>): Promise<void> {
-    const alg = this.algorithm === "sha512" ? 2 : 1;
+    const alg = verityAlgorithmId(this.algorithm);
     const verity = this.verityKnownUnsupported ? 0 : this.requireVerity ? ((alg + 2) as 3 | 4) : alg;
     const namings = items.map((it) => {
       const hex = this.digestHex(it.digest);

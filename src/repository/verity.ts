@@ -11,7 +11,7 @@
  * then names objects by their computed digest alone. Any other failure, and
  * a measured digest that differs, is an error.
  */
-import type { VerityAlgorithm } from "../fsverity/digest.js";
+import { verityAlgorithmId, type VerityAlgorithm } from "../fsverity/digest.js";
 import { CfsError } from "../util/errors.js";
 import { loadCfsNative, type CfsNative } from "../util/native.js";
 
@@ -21,8 +21,6 @@ export type VerityIoctls = Pick<CfsNative, "enableVerity" | "measureVerity">;
 export type VerityResult = "ok" | "unsupported";
 
 const UNSUPPORTED = new Set(["ENOTTY", "EOPNOTSUPP", "ENOTSUP", "EINVAL", "ENOSYS"]);
-
-const algorithmNumber = (alg: VerityAlgorithm): 1 | 2 => (alg === "sha512" ? 2 : 1);
 
 /**
  * Enable fs-verity on `fd` (open read-only, no writer left) and check the
@@ -37,13 +35,16 @@ export function enableVerity(
   native: VerityIoctls | null = loadCfsNative(),
 ): VerityResult {
   if (native === null) return "unsupported";
-  const alg = algorithmNumber(algorithm);
-  const code = native.enableVerity(fd, alg);
+  const code = native.enableVerity(fd, verityAlgorithmId(algorithm));
   if (code !== null && code !== "EEXIST") {
     if (UNSUPPORTED.has(code)) return "unsupported";
     throw new CfsError(`cannot enable fs-verity on ${what}: ${code}`);
   }
-  checkMeasured(native.measureVerity(fd, alg), expected, what);
+  const got = measureVerity(fd, algorithm, what, native);
+  if (!Buffer.isBuffer(got)) throw new CfsError(`cannot measure fs-verity of ${what}: ${got === null ? "ENODATA" : "not supported"}`);
+  if (!got.equals(expected)) {
+    throw new CfsError(`${what}: the kernel measures fs-verity digest ${got.toString("hex")}, cfsctl computed ${Buffer.from(expected).toString("hex")}`);
+  }
   return "ok";
 }
 
@@ -58,22 +59,12 @@ export function measureVerity(
   native: VerityIoctls | null = loadCfsNative(),
 ): Buffer | null | "unsupported" {
   if (native === null) return "unsupported";
-  const got = native.measureVerity(fd, algorithmNumber(algorithm));
+  const got = native.measureVerity(fd, verityAlgorithmId(algorithm));
   if (Buffer.isBuffer(got)) return got;
   if (got === "ENODATA") return null;
   if (UNSUPPORTED.has(got)) return "unsupported";
   if (got === "EALGORITHM") throw new CfsError(`${what}: fs-verity with another hash algorithm than the repository's`);
   throw new CfsError(`cannot measure fs-verity of ${what}: ${got}`);
-}
-
-function checkMeasured(got: Buffer | string, expected: Uint8Array, what: string): void {
-  if (!Buffer.isBuffer(got)) {
-    if (got === "EALGORITHM") throw new CfsError(`${what}: fs-verity with another hash algorithm than the repository's`);
-    throw new CfsError(`cannot measure fs-verity of ${what}: ${got}`);
-  }
-  if (!got.equals(expected)) {
-    throw new CfsError(`${what}: the kernel measures fs-verity digest ${got.toString("hex")}, cfsctl computed ${Buffer.from(expected).toString("hex")}`);
-  }
 }
 
 /** The warning printed (once per process) when objects are stored without verity. */

@@ -12,7 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker, isMainThread } from "node:worker_threads";
-import { digestLength, type VerityAlgorithm } from "../fsverity/digest.js";
+import { digestLength, verityAlgorithmId, type VerityAlgorithm } from "../fsverity/digest.js";
 import { loadCfsNative } from "../util/native.js";
 import { hashBatch } from "./hash-batch.js";
 
@@ -279,7 +279,7 @@ export class HashPool {
     const digests = new Uint8Array(n * this.hashLen);
     this.libuvBatches++;
     this.inFlight++;
-    native!.hashFilesAsync(b.paths, b.ends, b.meta, b.alg === "sha512" ? 2 : 1, digests).then(
+    native!.hashFilesAsync(b.paths, b.ends, b.meta, verityAlgorithmId(b.alg), digests).then(
       (errors) => {
         this.libuvBatches--;
         let errorPaths: (string | null)[] | null = null;
