@@ -14,7 +14,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { threadId } from "node:worker_threads";
-import { FsVerityHasher, fsverityDigestSmallInto, digestLength, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
+import { FsVerityHasher, fsverityDigestSmallInto, digestLength, verityAlgorithmId, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
 import type { HashBatch, HashBatchResult } from "./hash-pool.js";
 import { loadCfsNative } from "../util/native.js";
 
@@ -86,6 +86,12 @@ function objectDir(store: string, digests: Uint8Array, at: number, len: number):
   return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
 }
 
+/** Copy `src` to `tmp` (never an existing file) by the kernel, reflinked where the filesystem can; mode 0644. */
+function copyIn(src: Buffer, tmp: string): void {
+  fs.copyFileSync(src, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+  fs.chmodSync(tmp, 0o644);
+}
+
 /** A temporary name in `dir` (made if missing) for a copy being stored. */
 function tmpIn(dir: string): string {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -131,8 +137,7 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
     if (whole) {
       writeSmall(tmp, total);
     } else {
-      fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-      fs.chmodSync(tmp, 0o644);
+      copyIn(job.path, tmp);
       if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
     }
     const done = tmp;
@@ -161,7 +166,7 @@ const check = new Uint8Array(64);
  * hashed. Returns the temporary copy's path.
  */
 function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint8Array, at: number, hashLen: number): string {
-  const algId = alg === "sha512" ? 2 : 1;
+  const algId = verityAlgorithmId(alg);
   let tmp: string | null = tmpIn(dir);
   let fd = -1;
   try {
@@ -171,8 +176,7 @@ function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint
       native!.verityDigest(buf.subarray(0, job.size), algId, check, 0);
       writeSmall(tmp, job.size);
     } else {
-      fs.copyFileSync(job.path, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-      fs.chmodSync(tmp, 0o644);
+      copyIn(job.path, tmp);
       const st = fs.statSync(tmp);
       const p = Buffer.from(tmp);
       const errors = native!.hashFiles(p, Uint32Array.of(p.length), Float64Array.of(st.size, st.ino, st.mtimeMs), algId, check);
@@ -208,32 +212,22 @@ export function hashBatch(b: HashBatch): HashBatchResult {
   let errorPaths: (string | null)[] | null = null;
   let tmps: (string | null)[] | null = null;
   let nativeErrors: (string | null)[] | null = null;
-  if (native !== null) nativeErrors = native.hashFiles(b.paths, b.ends, b.meta, b.alg === "sha512" ? 2 : 1, digests);
+  if (native !== null) nativeErrors = native.hashFiles(b.paths, b.ends, b.meta, verityAlgorithmId(b.alg), digests);
   let start = 0;
   for (let i = 0; i < n; i++) {
     const end = b.ends[i]!;
     const job: Job = { path: paths.subarray(start, end), size: b.meta[3 * i]!, ino: b.meta[3 * i + 1]!, mtimeMs: b.meta[3 * i + 2]! };
     start = end;
-    if (native !== null) {
-      const error = nativeErrors?.[i] ?? null;
-      if (error !== null) {
-        (errors ??= new Array<string | null>(n).fill(null))[i] = error;
-        (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
-        continue;
-      }
-      if (b.store === null) continue;
-      const obj = objectDir(b.store, digests, i * hashLen, hashLen);
-      if (obj.exists) continue;
-      try {
-        (tmps ??= new Array<string | null>(n).fill(null))[i] = storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
-      } catch (e) {
-        (errors ??= new Array<string | null>(n).fill(null))[i] = failureMessage(e);
-        (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
-      }
-      continue;
-    }
     try {
-      const tmp = hashOne(job, b.alg, b.store, digests, i * hashLen);
+      let tmp: string | null;
+      if (native === null) {
+        tmp = hashOne(job, b.alg, b.store, digests, i * hashLen);
+      } else {
+        const error = nativeErrors?.[i] ?? null;
+        if (error !== null) throw new Failure(error);
+        const obj = b.store === null ? null : objectDir(b.store, digests, i * hashLen, hashLen);
+        tmp = obj === null || obj.exists ? null : storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
+      }
       if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
     } catch (e) {
       (errors ??= new Array<string | null>(n).fill(null))[i] = failureMessage(e);
