@@ -124,6 +124,18 @@ function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "use
   }
 }
 
+/** A symlink's target (1 to PATH_MAX - 1 bytes, as the kernel gives them) as its payload and size. */
+function setSymlinkTarget(inode: Inode, target: Buffer, path: Buffer): void {
+  if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(path)}: invalid symlink target`);
+  inode.payload = target;
+  inode.size = BigInt(target.length);
+}
+
+/** The one error for a mount point met below the scanned root (`what` it is). */
+function mountPointError(path: Buffer, what: string): CfsError {
+  return new CfsError(`${show(path)}: a mount point (${what}); cfsctl never crosses mount points`);
+}
+
 /** An xattr the native scanner read (views of its buffer: copied here), with readXattrsAt's checks. */
 function setXattrChecked(inode: Inode, path: Buffer, name: Buffer, value: Buffer): void {
   if (!isUtf8(name)) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name.toString("utf8")}`);
@@ -228,7 +240,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
     } catch {
       /* hidden below another mount: just a mount */
     }
-    throw new CfsError(`${show(at)}: a mount point (${what}); cfsctl never crosses mount points`);
+    throw mountPointError(at, what);
   }
   // The walk looks entries up relative to the directory it is in (see
   // walkDir); the workers, which share the working directory, get absolute
@@ -297,9 +309,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       } catch (e) {
         throw describeSystemError(e, show(path));
       }
-      if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(path)}: invalid symlink target`);
-      inode.payload = target;
-      inode.size = BigInt(target.length);
+      setSymlinkTarget(inode, target, path);
     } else if (type === S_IFREG) {
       const size = m.size;
       inode.size = BigInt(size);
@@ -388,7 +398,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         throw describeSystemError(e, show(path));
       }
       if (m.dev !== rootDev) {
-        throw new CfsError(`${show(path)}: a mount point (another filesystem); cfsctl never crosses mount points`);
+        throw mountPointError(path, "another filesystem");
       }
       const type = m.mode & S_IFMT;
       if (opts.skipDevices && (type === S_IFCHR || type === S_IFBLK)) continue;
@@ -463,7 +473,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       // scratch[0, len) is the entry's path (made a Buffer only for messages).
       const len = appendName(pre, name);
       if (e.devLo !== rootDevLo || e.devHi !== rootDevHi) {
-        throw new CfsError(`${show(scratch.subarray(0, len))}: a mount point (another filesystem); cfsctl never crosses mount points`);
+        throw mountPointError(scratch.subarray(0, len), "another filesystem");
       }
       const mode = e.mode;
       const type = mode & S_IFMT;
@@ -505,10 +515,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
         inode.size = BigInt(e.size);
         await walkDirNative(len, inode);
       } else if (type === S_IFLNK) {
-        const target = e.data() ?? Buffer.alloc(0);
-        if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(scratch.subarray(0, len))}: invalid symlink target`);
-        inode.payload = target;
-        inode.size = BigInt(target.length);
+        setSymlinkTarget(inode, e.data() ?? Buffer.alloc(0), scratch.subarray(0, len));
       } else if (type === S_IFREG) {
         const size = e.size;
         inode.size = BigInt(size);
