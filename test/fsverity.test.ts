@@ -1,34 +1,12 @@
-import { createCipheriv, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { FsVerityHasher, fsverityDigest, useNativeBlockHashing } from "../src/fsverity/digest.js";
 import { loadCfsNative } from "../src/util/native.js";
-import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
+import { cfsctl, tmpdir, vectorContent as content, verityVectors } from "./helpers.js";
 
-interface Row {
-  size: number;
-  seed: string;
-  sha256: string;
-  sha512: string;
-  contentSha256: string;
-}
-
-const rows: Row[] = fs
-  .readFileSync(path.join(FIXTURES, "fsverity", "vectors.tsv"), "utf8")
-  .trim()
-  .split("\n")
-  .slice(1)
-  .map((l) => {
-    const [size, seed, sha256, sha512, contentSha256] = l.split("\t");
-    return { size: Number(size), seed: seed!, sha256: sha256!, sha512: sha512!, contentSha256: contentSha256! };
-  });
-
-function content(seed: string, size: number): Buffer {
-  const key = createHash("sha256").update(seed, "utf8").digest();
-  const c = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
-  return Buffer.concat([c.update(Buffer.alloc(size)), c.final()]);
-}
+const rows = verityVectors();
 
 describe("fs-verity digests (fsverity-utils vectors)", () => {
   it("has the vectors", () => expect(rows.length).toBeGreaterThan(10));

@@ -1,5 +1,6 @@
 /** Shared test helpers: fixture paths, running the CLI, fsck.erofs, temp dirs. */
 import { execFileSync, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { createCipheriv, createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -83,4 +84,32 @@ export function writeTemp(dir: string, name: string, data: Buffer): string {
 
 export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8" });
+}
+
+/** One row of fixtures/fsverity/vectors.tsv: a file's size and seed, its fs-verity digests, its sha256. */
+export interface VerityVector {
+  size: number;
+  seed: string;
+  sha256: string;
+  sha512: string;
+  contentSha256: string;
+}
+
+export function verityVectors(): VerityVector[] {
+  return fs
+    .readFileSync(path.join(FIXTURES, "fsverity", "vectors.tsv"), "utf8")
+    .trim()
+    .split("\n")
+    .slice(1)
+    .map((l) => {
+      const [size, seed, sha256, sha512, contentSha256] = l.split("\t");
+      return { size: Number(size), seed: seed!, sha256: sha256!, sha512: sha512!, contentSha256: contentSha256! };
+    });
+}
+
+/** The vectors' file contents: AES-256-CTR keystream keyed by sha256(seed) (see fixtures/fsverity/README.md). */
+export function vectorContent(seed: string, size: number): Buffer {
+  const key = createHash("sha256").update(seed, "utf8").digest();
+  const c = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  return Buffer.concat([c.update(Buffer.alloc(size)), c.final()]);
 }

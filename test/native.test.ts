@@ -5,7 +5,7 @@
  * scanner reads what lstat and getfattr read, and its errors name the entry.
  */
 import { spawnSync } from "node:child_process";
-import { createCipheriv, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import * as xattr from "fs-xattr";
@@ -14,7 +14,7 @@ import { fsverityDigest } from "../src/fsverity/digest.js";
 import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
 import { loadCfsNative, type CfsNative } from "../src/util/native.js";
 import { StreamSha256 } from "../src/util/stream-sha256.js";
-import { CLI, FIXTURES, cfsctl, isRoot, tmpdir } from "./helpers.js";
+import { CLI, cfsctl, isRoot, tmpdir, vectorContent as content, verityVectors } from "./helpers.js";
 
 const work = tmpdir();
 let native: CfsNative;
@@ -31,21 +31,7 @@ beforeAll(() => {
   native = n;
 });
 
-function content(seed: string, size: number): Buffer {
-  const key = createHash("sha256").update(seed, "utf8").digest();
-  const c = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
-  return Buffer.concat([c.update(Buffer.alloc(size)), c.final()]);
-}
-
-const rows = fs
-  .readFileSync(path.join(FIXTURES, "fsverity", "vectors.tsv"), "utf8")
-  .trim()
-  .split("\n")
-  .slice(1)
-  .map((l) => {
-    const [size, seed, sha256, sha512] = l.split("\t");
-    return { size: Number(size), seed: seed!, sha256: sha256!, sha512: sha512! };
-  });
+const rows = verityVectors();
 
 interface Job {
   path: string;
