@@ -1420,6 +1420,7 @@ typedef struct {
   char (*results)[160];
 } name_job_t;
 
+/* The answers meaning "no fs-verity here": the same list as UNSUPPORTED in src/repository/verity.ts. */
 static int verity_unsupported_code(int e) { return e == ENOTTY || e == EOPNOTSUPP || e == EINVAL || e == ENOSYS; }
 
 /*

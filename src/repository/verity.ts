@@ -20,6 +20,7 @@ export type VerityIoctls = Pick<CfsNative, "enableVerity" | "measureVerity">;
 
 export type VerityResult = "ok" | "unsupported";
 
+/** Answers meaning "no fs-verity here" (nameObjects in native/cfsctl_native.c keeps the same list). */
 const UNSUPPORTED = new Set(["ENOTTY", "EOPNOTSUPP", "ENOTSUP", "EINVAL", "ENOSYS"]);
 
 /**
