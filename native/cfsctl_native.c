@@ -23,6 +23,9 @@
  *     size, is an error ("changed while it was read"). The result has one
  *     message per failed file, or is null when every file was hashed.
  *   hashFilesAsync(...) -> Promise: the same in a libuv thread.
+ *   setHashLimit(n) -> number
+ *     At most n libuv threads hash batches at once (0: no limit), process-wide;
+ *     returns the limit before. See hash_gate_enter().
  *   verityDigest(data, algorithm, out, at), hashBlocks(data, algorithm, out, at)
  *     The digest of bytes in memory; the hashes of whole blocks (a tree's
  *     first level, for the JavaScript hasher).
@@ -58,6 +61,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -846,6 +850,51 @@ static int grow_path(char **p, size_t *cap, size_t need) {
 }
 
 /*
+ * The hash gate: while a walk runs on the main thread, it is the critical
+ * path (it finds the files), and libuv's threads hashing beside it on every
+ * CPU would time-slice it. setHashLimit(n) lets at most n of them hash at
+ * once: a job past the limit sleeps before its batch (not before each file:
+ * a wake-up a file preempts the walk more than it saves); 0 lifts the limit.
+ * Never used on the main thread.
+ */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static uint32_t gate_limit, gate_busy;
+
+static void hash_gate_enter(void) {
+  pthread_mutex_lock(&gate_mu);
+  while (gate_limit != 0 && gate_busy >= gate_limit) pthread_cond_wait(&gate_cv, &gate_mu);
+  gate_busy++;
+  pthread_mutex_unlock(&gate_mu);
+}
+
+static void hash_gate_leave(void) {
+  pthread_mutex_lock(&gate_mu);
+  gate_busy--;
+  pthread_cond_signal(&gate_cv);
+  pthread_mutex_unlock(&gate_mu);
+}
+
+static napi_value set_hash_limit(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint32_t n;
+  if (argc < 1 || napi_get_value_uint32(env, argv[0], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "setHashLimit(n: number)");
+    return NULL;
+  }
+  pthread_mutex_lock(&gate_mu);
+  uint32_t was = gate_limit;
+  gate_limit = n;
+  pthread_cond_broadcast(&gate_cv);
+  pthread_mutex_unlock(&gate_mu);
+  napi_value result;
+  napi_create_uint32(env, was, &result);
+  return result;
+}
+
+/*
  * Hash files paths[ends[i-1]..ends[i]) into out; errs[i] gets a message
  * (malloc'd) for each file that failed, else stays NULL. Returns the number
  * of failures.
@@ -958,7 +1007,9 @@ static __thread env_state_t pool_state;
 
 static void hash_execute(napi_env env, void *data) {
   hash_job_t *j = data;
+  hash_gate_enter();
   j->failed = hash_batch(&pool_state, j->paths, j->plen, j->ends, j->n, j->meta, j->alg, j->out, j->errs);
+  hash_gate_leave();
 }
 
 static void hash_complete(napi_env env, napi_status status, void *data) {
@@ -1722,6 +1773,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readXattrs", NULL, read_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"hashFilesAsync", NULL, hash_files_async, NULL, NULL, NULL, napi_default, NULL},
+      {"setHashLimit", NULL, set_hash_limit, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},

@@ -7,10 +7,12 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import * as xattr from "fs-xattr";
 import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
+import { HashPool } from "../src/scan/hash-pool.js";
 import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
 import { loadCfsNative, type CfsNative } from "../src/util/native.js";
 import { StreamSha256 } from "../src/util/stream-sha256.js";
@@ -136,6 +138,42 @@ describe("native fs-verity", () => {
     expect(got).toEqual(hashFiles(jobs));
     expect(errors[1]).toEqual(errors[0]);
     expect(got[1]).toBe("ENOENT (open)");
+  });
+
+  it("setHashLimit gates libuv's hashing threads: a limit of 1 still finishes every batch, and 0 lifts it", async () => {
+    const jobs = rows.slice(0, 6).map((r) => jobOf(path.join(work, `vector-${r.size}`)));
+    const paths = new Uint8Array(Buffer.concat(jobs.map((j) => Buffer.from(j.path))));
+    const ends = new Uint32Array(jobs.length);
+    let at = 0;
+    jobs.forEach((j, i) => (ends[i] = at += Buffer.byteLength(j.path)));
+    const meta = new Float64Array(jobs.flatMap((j) => [j.size, j.ino, j.mtimeMs]));
+    const want = hashFiles(jobs);
+    expect(native.setHashLimit(1)).toBe(0);
+    try {
+      // More batches than libuv has threads: all but one wait at the gate.
+      const outs = Array.from({ length: 12 }, () => new Uint8Array(jobs.length * 32));
+      const errors = await Promise.all(outs.map((o) => native.hashFilesAsync(paths, ends, meta, 1, o)));
+      expect(errors.every((e) => e === null)).toBe(true);
+      for (const o of outs) expect(jobs.map((_, i) => Buffer.from(o.subarray(i * 32, (i + 1) * 32)).toString("hex"))).toEqual(want);
+    } finally {
+      expect(native.setHashLimit(0)).toBe(1);
+    }
+    expect(native.setHashLimit(0)).toBe(0);
+  });
+
+  it("a HashPool hashing in libuv's threads keeps one CPU for the walk until finish()", async () => {
+    const job = jobOf(path.join(work, `vector-${rows[3]!.size}`));
+    const pool = new HashPool("sha256");
+    // More than a batch: the first is sealed and handed to libuv.
+    for (let i = 0; i < 200; i++) pool.addFile(Buffer.from(job.path), job.size, job.ino, job.mtimeMs);
+    const during = native.setHashLimit(0);
+    native.setHashLimit(during);
+    expect(during).toBe(Math.max(1, os.availableParallelism() - 1));
+    const results = await pool.finish();
+    expect(native.setHashLimit(0)).toBe(0);
+    expect(results.size).toBe(200);
+    const want = hashFiles([job])[0];
+    for (const r of results.values()) expect("digest" in r ? r.digest.toString("hex") : r.error).toBe(want);
   });
 
   it("a symlink is never followed", () => {

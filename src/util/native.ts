@@ -60,6 +60,12 @@ export interface CfsNative {
   scanDir(path: Uint8Array, xattrMode: 0 | 1 | 2, inlineMax: number, useCwd?: boolean): Buffer;
   /** hashFiles in a libuv thread; the arrays must stay untouched until the promise settles. */
   hashFilesAsync(paths: Uint8Array, ends: Uint32Array, meta: Float64Array, algorithm: 1 | 2, out: Uint8Array): Promise<(string | null)[] | null>;
+  /**
+   * At most n of libuv's threads run hashFilesAsync batches at once, in the
+   * whole process (0: no limit), so that the walk feeding them keeps a CPU.
+   * Returns the limit before.
+   */
+  setHashLimit(n: number): number;
   /** The xattrs of a path itself (not following a symlink), packed as in scanDir's entries. */
   readXattrs(path: Uint8Array, xattrMode: 1 | 2): Buffer;
   /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */
