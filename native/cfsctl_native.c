@@ -788,7 +788,13 @@ static const char *hash_file(env_state_t *es, const char *path, double size, dou
                              uint8_t *out, char *msg, size_t msglen) {
   if (!es->read_buf && !(es->read_buf = malloc(READ_CHUNK + BLOCK))) return "ENOMEM (read)";
   uint8_t *read_buf = es->read_buf;
-  int fd = open_file(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  /*
+   * O_NONBLOCK: the walk saw a regular file, but a FIFO put in its place
+   * meanwhile would block the open (and its reads) forever. Reads are
+   * bounded for the same reason: never more than size + 1 bytes in all, so
+   * a device put in its place cannot keep the loop reading.
+   */
+  int fd = open_file(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     snprintf(msg, msglen, "%s (open)", errno_code(errno));
     return msg;
@@ -801,13 +807,16 @@ static const char *hash_file(env_state_t *es, const char *path, double size, dou
   verity_init(v, alg);
   size_t have = 0; /* bytes in read_buf not yet hashed (less than a block) */
   /*
-   * A file smaller than a chunk is read with one call asking for a byte more
-   * than its size: a regular file reads short only at its end, so getting
-   * exactly `size` bytes means the whole file, without a second read to see
-   * the end (fstat below catches a file that grows afterwards).
+   * The last read asks for a byte more than is left: a regular file reads
+   * short only at its end, so getting just what was left means the whole
+   * file, without another read to see the end (fstat below catches a file
+   * that grows afterwards).
    */
-  size_t want = size < READ_CHUNK ? (size_t)size + 1 : READ_CHUNK;
+  uint64_t expect = (uint64_t)size;
   for (;;) {
+    if (v->total > expect) break; /* longer than the walk saw: changed */
+    uint64_t left = expect + 1 - v->total;
+    size_t want = left < READ_CHUNK ? (size_t)left : READ_CHUNK;
     ssize_t n = read(fd, read_buf + have, want);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -822,8 +831,7 @@ static const char *hash_file(env_state_t *es, const char *path, double size, dou
     verity_blocks(v, read_buf, whole);
     if (whole < have) memmove(read_buf, read_buf + whole, have - whole);
     have -= whole;
-    if (want != READ_CHUNK && (double)v->total == size) break;
-    want = READ_CHUNK;
+    if ((uint64_t)want == left && (size_t)n < want) break;
   }
   if (have > 0) {
     memset(read_buf + have, 0, BLOCK - have);

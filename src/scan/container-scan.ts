@@ -4,10 +4,10 @@
  * every xattr as found, files of up to 64 bytes inline. The container-image
  * rules are applied afterwards by src/tree/container-rules.ts.
  */
-import fs from "node:fs";
 import { CfsError } from "../util/errors.js";
 import type { VerityAlgorithm } from "../fsverity/digest.js";
 import type { Inode } from "../model/inode.js";
+import { readScanned } from "./open-scanned.js";
 import { walk, type ExternalFile } from "./walk.js";
 import { SCAN_INLINE_MAX } from "./mkcomposefs-scan.js";
 
@@ -39,8 +39,8 @@ export async function scanContainerRoot(
     root: res.root,
     external: res.external,
     contentOf(inode, resolved) {
-      const data = fs.readFileSync(Buffer.concat([Buffer.from(dir), Buffer.from("/"), Buffer.from(resolved, "latin1")]));
-      if (BigInt(data.length) !== inode.size) throw new CfsError(`${dir}/${resolved}: changed while it was read`);
+      const data = readScanned(Buffer.concat([Buffer.from(dir), Buffer.from("/"), Buffer.from(resolved, "latin1")]), Number(inode.size));
+      if (data === null) throw new CfsError(`${dir}/${resolved}: changed while it was read`);
       return data;
     },
   };

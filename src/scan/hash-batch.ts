@@ -17,6 +17,7 @@ import { threadId } from "node:worker_threads";
 import { FsVerityHasher, fsverityDigestSmallInto, digestLength, verityAlgorithmId, BLOCK_SIZE, type VerityAlgorithm } from "../fsverity/digest.js";
 import type { HashBatch, HashBatchResult } from "./hash-pool.js";
 import { loadCfsNative } from "../util/native.js";
+import { openScanned } from "./open-scanned.js";
 
 /** The native hasher (native/cfsctl_native.c), where it was built. */
 const native = loadCfsNative();
@@ -33,7 +34,7 @@ function hasher(alg: VerityAlgorithm): FsVerityHasher {
   return h.reset();
 }
 
-interface Job {
+export interface Job {
   path: Buffer;
   size: number;
   ino: number;
@@ -43,12 +44,16 @@ interface Job {
 /** Same file, same size, same mtime as the walk's lstat (plain fs.Stats on both sides: same rounding). */
 function unchanged(fd: number, job: Job, total: number): boolean {
   const st = fs.fstatSync(fd);
-  // Beyond 2^53 an inode number is rounded: the same on both sides, but allow for it.
-  const ino = st.ino === job.ino || (job.ino > Number.MAX_SAFE_INTEGER && Math.abs(st.ino - job.ino) <= job.ino * 2 ** -52);
-  return total === job.size && st.size === job.size && ino && st.mtimeMs === job.mtimeMs;
+  return total === job.size && st.size === job.size && sameIno(st.ino, job.ino) && st.mtimeMs === job.mtimeMs;
 }
 
-class Failure {
+/** Beyond 2^53 an inode number is rounded: the same on both sides, but allow for it. */
+function sameIno(a: number, b: number): boolean {
+  return a === b || (b > Number.MAX_SAFE_INTEGER && Math.abs(a - b) <= b * 2 ** -52);
+}
+
+/** A file that cannot be hashed or stored; its message goes to the result as it is. */
+export class Failure {
   constructor(readonly message: string) {}
 }
 
@@ -86,10 +91,49 @@ function objectDir(store: string, digests: Uint8Array, at: number, len: number):
   return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
 }
 
-/** Copy `src` to `tmp` (never an existing file) by the kernel, reflinked where the filesystem can; mode 0644. */
-function copyIn(src: Buffer, tmp: string): void {
-  fs.copyFileSync(src, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-  fs.chmodSync(tmp, 0o644);
+/**
+ * Copy the scanned file `job` to `tmp` (never an existing file), mode 0644,
+ * by the kernel, reflinked where the filesystem can. The copy is made of the
+ * file opened here, which must still be the regular file the walk saw: its
+ * path is looked up once (openScanned), then reopened only as
+ * /proc/self/fd/N, so nothing put in its place (a FIFO) is ever opened for
+ * the copy. Without /proc, the bytes are copied by reads of that descriptor.
+ */
+export function copyScanned(job: Job, tmp: string, procFds = "/proc/self/fd"): void {
+  const fd = openScanned(job.path);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || !sameIno(st.ino, job.ino)) throw new Failure("changed while it was read");
+    try {
+      fs.copyFileSync(`${procFds}/${fd}`, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT" || fs.existsSync(tmp)) throw e;
+      copyByReads(fd, tmp, job.size);
+    }
+    fs.chmodSync(tmp, 0o644);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Copy what fd reads to a new file `tmp`; it must read `size` bytes. */
+function copyByReads(fd: number, tmp: string, size: number): void {
+  const o = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644);
+  try {
+    const piece = Buffer.allocUnsafe(CHUNK);
+    let total = 0;
+    let pos = 0;
+    while (total <= size) {
+      const n = fs.readSync(fd, piece, 0, Math.min(CHUNK, size + 1 - total), pos);
+      if (n === 0) break;
+      pos += n;
+      total += n;
+      for (let off = 0; off < n; ) off += fs.writeSync(o, piece, off, n - off);
+    }
+    if (total !== size) throw new Failure("changed while it was read");
+  } finally {
+    fs.closeSync(o);
+  }
 }
 
 /** A temporary name in `dir` (made if missing) for a copy being stored. */
@@ -107,7 +151,7 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
   let fd = -1;
   let tmp: string | null = null;
   try {
-    fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = openScanned(job.path);
     let total = 0;
     // A file under CHUNK is read whole and, if stored, written from those bytes.
     const whole = job.size < CHUNK;
@@ -118,8 +162,9 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
       else hasher(alg).update(buf.subarray(0, total)).digestInto(out, at);
     } else {
       const h = hasher(alg);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, CHUNK, null);
+      // Never more than size + 1 bytes in all (see openScanned).
+      while (total <= job.size) {
+        const n = fs.readSync(fd, buf, 0, Math.min(CHUNK, job.size + 1 - total), null);
         if (n === 0) break;
         h.update(buf.subarray(0, n));
         total += n;
@@ -137,7 +182,7 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
     if (whole) {
       writeSmall(tmp, total);
     } else {
-      copyIn(job.path, tmp);
+      copyScanned(job, tmp);
       if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
     }
     const done = tmp;
@@ -171,12 +216,12 @@ function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint
   let fd = -1;
   try {
     if (job.size < CHUNK) {
-      fd = fs.openSync(job.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fd = openScanned(job.path);
       readSmall(fd, job.size);
       native!.verityDigest(buf.subarray(0, job.size), algId, check, 0);
       writeSmall(tmp, job.size);
     } else {
-      copyIn(job.path, tmp);
+      copyScanned(job, tmp);
       const st = fs.statSync(tmp);
       const p = Buffer.from(tmp);
       const errors = native!.hashFiles(p, Uint32Array.of(p.length), Float64Array.of(st.size, st.ino, st.mtimeMs), algId, check);

@@ -22,6 +22,7 @@ import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT,
 import { HashPool } from "./hash-pool.js";
 import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.js";
 import { mountPointsBelow } from "./mounts.js";
+import { openScanned } from "./open-scanned.js";
 import { PackedEntries, forEachPackedXattr } from "./packed-entries.js";
 import { isUtf8 } from "node:buffer";
 
@@ -150,7 +151,7 @@ const small = Buffer.allocUnsafe(4096);
 function readSmallFile(at: Buffer, path: Buffer, size: number): Buffer {
   let fd = -1;
   try {
-    fd = fs.openSync(at, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = openScanned(at);
     const n = fs.readSync(fd, small, 0, size + 1, 0);
     if (n !== size) throw new CfsError(`${show(path)}: changed while it was read`);
     return Buffer.from(small.subarray(0, n));
