@@ -24,10 +24,12 @@ export interface RunResult {
   stderr: string;
 }
 
-export function cfsctl(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): RunResult {
+/** Run the CLI; with `timeout` (ms), a run that takes longer is killed (status -1). */
+export function cfsctl(args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string; timeout?: number } = {}): RunResult {
   const r: SpawnSyncReturns<Buffer> = spawnSync(process.execPath, [CLI, ...args], {
     input: opts.input,
     cwd: opts.cwd,
+    timeout: opts.timeout,
     env: { ...process.env, ...opts.env },
     maxBuffer: 1 << 30,
   });

@@ -18,6 +18,7 @@ import { loadCfsNative } from "../util/native.js";
 import { StreamSha256 } from "../util/stream-sha256.js";
 import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
+import { makeDirs } from "../util/make-dirs.js";
 
 export const INLINE_MAX = 64;
 /** Whether files created 0644 come out with fewer bits (then they are chmod-ed). */
@@ -261,7 +262,7 @@ export class LayerReader {
         const sub = path.join(this.store.dir, hex.slice(0, 2));
         // The native writer makes a missing objects/XX itself, off this thread.
         if (native === null && !this.dirs.has(sub)) {
-          if (fs.mkdirSync(sub, { recursive: true, mode: 0o755 }) !== undefined) this.madeDirs.push(sub);
+          if (makeDirs(sub, 0o755) !== undefined) this.madeDirs.push(sub);
           this.dirs.add(sub);
         }
         const tmp = path.join(sub, this.store.tmpName());

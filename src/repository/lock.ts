@@ -16,6 +16,7 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { CfsError, describeSystemError } from "../util/errors.js";
+import { makeDirs } from "../util/make-dirs.js";
 
 export type LockMode = "shared" | "exclusive";
 
@@ -143,7 +144,7 @@ function createLockFile(file: string): boolean {
 function fileLockRepository(repo: string, mode: LockMode, onWait?: () => void): RepoLock {
   const dir = path.join(repo, LOCK_DIR);
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
   } catch (e) {
     throw describeSystemError(e, `create ${dir}`);
   }

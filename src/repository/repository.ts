@@ -26,6 +26,7 @@ import { collectImageObjects } from "./image-objects.js";
 import { lockRepository, type LockMode, type RepoLock } from "./lock.js";
 import { enableVerity, VERITY_UNSUPPORTED_WARNING } from "./verity.js";
 import { nameObjectsInThreads, type NamingResult } from "../util/name-objects.js";
+import { makeDirs } from "../util/make-dirs.js";
 
 export type { LockMode } from "./lock.js";
 
@@ -219,7 +220,7 @@ export class Repository {
     if (opts.create) {
       for (const d of ["", "objects", "images/refs", "streams/refs"]) {
         try {
-          fs.mkdirSync(path.join(p, d), { recursive: true, mode: 0o755 });
+          makeDirs(path.join(p, d), 0o755);
         } catch (e) {
           throw describeSystemError(e, `create ${path.join(p, d)}`);
         }
@@ -514,7 +515,7 @@ export class Repository {
 
   private mkdirObjects(dir: string): void {
     try {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+      makeDirs(dir, 0o755);
     } catch (e) {
       throw describeSystemError(e, `create ${dir}`);
     }
@@ -568,7 +569,7 @@ export class Repository {
     const dir = path.dirname(linkAbs);
     const rel = path.relative(dir, path.join(this.path, target));
     try {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+      makeDirs(dir, 0o755);
       try {
         if (fs.readlinkSync(linkAbs) === rel) return;
       } catch {

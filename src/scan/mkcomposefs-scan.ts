@@ -5,12 +5,12 @@
  * not detect hardlinks), files of 1..64 bytes are inline.
  * One deliberate difference: a mount point below DIR is an error.
  */
-import fs from "node:fs";
 import path from "node:path";
 import type { Inode } from "../model/inode.js";
 import { describeSystemError } from "../util/errors.js";
 import { walk } from "./walk.js";
 import { commitObjects } from "./store.js";
+import { makeDirs } from "../util/make-dirs.js";
 
 export interface MkcomposefsScanOptions {
   useEpoch: boolean;
@@ -28,7 +28,7 @@ export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptio
   const store = opts.digestStore ? path.resolve(opts.digestStore) : undefined;
   if (store) {
     try {
-      fs.mkdirSync(store, { recursive: true, mode: 0o755 });
+      makeDirs(store, 0o755);
     } catch (e) {
       throw describeSystemError(e, `cannot fill store ${store}`);
     }

@@ -12,6 +12,7 @@ import { digestToObjectPath } from "../fsverity/digest.js";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { nameObjectsInThreads } from "../util/name-objects.js";
 import type { ExternalFile } from "./walk.js";
+import { makeDirs } from "../util/make-dirs.js";
 
 /** syncfs(2) of the filesystem holding `dir` (coreutils `sync -f`), or sync(2). */
 export function syncFilesystem(dir: string): void {
@@ -25,7 +26,7 @@ function adopt(tmp: string, final: string): void {
       fs.linkSync(tmp, final);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-      fs.mkdirSync(path.dirname(final), { recursive: true, mode: 0o755 });
+      makeDirs(path.dirname(final), 0o755);
       fs.linkSync(tmp, final);
     }
   } catch (e) {
