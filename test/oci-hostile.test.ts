@@ -103,6 +103,11 @@ describe("hostile layers", () => {
     }, /zstd|truncated|checksum/],
     ["sparse map past the end of the file", () => [tar([{ name: "GNUSparseFile.0/s", data: "x", pax: { "GNU.sparse.size": "10", "GNU.sparse.map": "100,1", "GNU.sparse.name": "s" } }])], /sparse map/],
     ["unsupported entry type", () => [tar([{ name: "v", type: "V" }])], /unsupported tar entry type/],
+    // A NUL byte would end the name to every C reader (and the kernel): refused, as Go's archive/tar does.
+    ["NUL byte in a PAX path", () => [tar([{ name: "f", data: "x", pax: { path: "a\0b" } }])], /NUL byte in PAX path/],
+    ["NUL byte in a PAX linkpath", () => [tar([{ name: "l", type: "2", linkname: "t", pax: { linkpath: "tar\0get" } }])], /NUL byte in PAX linkpath/],
+    ["NUL byte in a PAX xattr name", () => [tar([{ name: "f", data: "x", pax: { "SCHILY.xattr.user.a\0b": "1" } }])], /NUL byte in a PAX record name/],
+    ["NUL byte in a LIBARCHIVE xattr name", () => [tar([{ name: "f", data: "x", pax: { "LIBARCHIVE.xattr.user.a%00b": "MQ==" } }])], /NUL byte in a PAX record name/],
   ];
   for (const [name, make, msg] of cases) it(name, () => refused(make(), msg));
 

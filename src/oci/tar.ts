@@ -78,6 +78,9 @@ function checksumOk(h: Buffer): boolean {
   return v === unsigned || v === signed;
 }
 
+/** PAX values that are names (C strings to every tar): a NUL byte in one is an error. */
+const PAX_STRINGS = new Set(["path", "linkpath", "uname", "gname", "GNU.sparse.name"]);
+
 /** PAX records: "LEN key=value\n", values raw bytes. A later record of the same key wins. */
 function parsePax(data: Buffer): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
@@ -94,7 +97,14 @@ function parsePax(data: Buffer): Map<string, Buffer> {
     const rec = data.subarray(sp + 1, p + len - 1);
     const eq = rec.indexOf(0x3d);
     if (eq < 0) throw new CfsError("tar: malformed PAX record");
-    out.set(rec.toString("utf8", 0, eq), rec.subarray(eq + 1));
+    // As Go's archive/tar (and so umoci and podman) decides: a key never
+    // holds a NUL byte, and neither do the values that are C strings.
+    const key = rec.toString("utf8", 0, eq);
+    const value = rec.subarray(eq + 1);
+    if (key.length === 0) throw new CfsError("tar: malformed PAX record (no name)");
+    if (key.includes("\0")) throw new CfsError(`tar: NUL byte in a PAX record name ${JSON.stringify(key)}`);
+    if (PAX_STRINGS.has(key) && value.includes(0)) throw new CfsError(`tar: NUL byte in PAX ${key} ${JSON.stringify(value.toString("utf8"))}`);
+    out.set(key, value);
     p += len;
   }
   return out;
@@ -264,6 +274,7 @@ export class TarReader {
         } catch {
           throw new CfsError(`tar: bad LIBARCHIVE.xattr name ${JSON.stringify(k)}`);
         }
+        if (key.includes("\0")) throw new CfsError(`tar: NUL byte in a PAX record name ${JSON.stringify(key)}`);
         e.xattrs.push({ key: Buffer.from(key, "utf8"), value: Buffer.from(v.toString("latin1"), "base64") });
       }
     }
