@@ -305,6 +305,32 @@ describe("images and streams", () => {
     repo.close();
   });
 
+  it("dump, image-objects, info and diff name an image by digest or refs/NAME, as by a path", () => {
+    const repo = newRepo();
+    const obj = content("named");
+    repo.storeObjectFromBuffer(obj);
+    const img = imageOf(repo, { f: obj });
+    const hex = repo.writeImage(img, "some/name");
+    repo.close();
+    const file = path.join(tmpdir(), "img");
+    fs.writeFileSync(file, img);
+    const run = (...args: string[]) => cfsctl(["--repo", repo.path, ...args]);
+    for (const cmd of [["dump"], ["image-objects"], ["info", "ls"], ["info", "objects"]]) {
+      const want = run(...cmd, file);
+      expect(want.status, want.stderr).toBe(0);
+      expect(want.stdout.length).toBeGreaterThan(0);
+      for (const name of [hex, hex.toUpperCase(), "refs/some/name"]) {
+        const got = run(...cmd, name);
+        expect(got.status, `${cmd.join(" ")} ${name}: ${got.stderr}`).toBe(0);
+        expect(got.stdout.equals(want.stdout)).toBe(true);
+      }
+      const missing = run(...cmd, "refs/nope");
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toMatch(/^cfsctl: error: .*refs\/nope.*not found[^\n]*\n$/);
+    }
+    expect(run("diff", "refs/some/name", file).status).toBe(0);
+  });
+
   it("links streams/<id> and streams/refs/<name>", () => {
     const repo = newRepo();
     const hex = repo.storeObjectFromBuffer(content("stream"));

@@ -1,6 +1,8 @@
 /** Small I/O helpers for commands: stdout that survives pipes, input files. */
 import fs from "node:fs";
+import tty from "node:tty";
 import { CfsError, describeSystemError } from "../util/errors.js";
+import { readSyncWaiting } from "../util/read-sync.js";
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
@@ -44,12 +46,40 @@ export class StdoutBuffer {
   }
 }
 
-/** Read a whole input file, `-` meaning standard input. */
+/** Most bytes an input held whole (an image or dumpfile) is read from a pipe or a device: a file is read at its size. */
+export const MAX_STREAM_INPUT = 1 << 30;
+
+/**
+ * Read a whole input (an image or a dumpfile), `-` meaning standard input.
+ * A regular file is read at its size; a pipe, a terminal or a block device
+ * until its end, but never more than MAX_STREAM_INPUT bytes; any other
+ * character device (/dev/zero, which never ends) is refused.
+ */
 export function readInput(path: string): Buffer {
+  const what = path === "-" ? "reading standard input" : `open ${path}`;
+  const opened = path !== "-";
+  let fd = 0;
   try {
-    return path === "-" ? fs.readFileSync(0) : fs.readFileSync(path);
+    if (opened) fd = fs.openSync(path, "r");
+    const st = fs.fstatSync(fd);
+    if (st.isFile()) return fs.readFileSync(fd);
+    if (st.isDirectory()) throw new CfsError(`${what}: Is a directory`);
+    if (st.isCharacterDevice() && !tty.isatty(fd)) throw new CfsError(`${what}: not a file, a pipe or a block device`);
+    const parts: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const part = Buffer.allocUnsafe(1 << 20);
+      const n = readSyncWaiting(fd, part, 0, part.length);
+      if (n === 0) break;
+      total += n;
+      if (total > MAX_STREAM_INPUT) throw new CfsError(`${what}: more than ${MAX_STREAM_INPUT >> 20} MiB (give it as a file)`);
+      parts.push(n === part.length ? part : part.subarray(0, n));
+    }
+    return Buffer.concat(parts, total);
   } catch (e) {
-    throw describeSystemError(e, path === "-" ? "reading standard input" : `open ${path}`);
+    throw describeSystemError(e, what);
+  } finally {
+    if (opened && fd !== 0) fs.closeSync(fd);
   }
 }
 

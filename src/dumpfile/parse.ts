@@ -8,6 +8,7 @@
  */
 import fs from "node:fs";
 import { CfsError, describeSystemError } from "../util/errors.js";
+import { readSyncWaiting } from "../util/read-sync.js";
 import {
   Inode,
   isValidFileType,
@@ -27,6 +28,13 @@ import { DumpSyntaxError, hasEscape, unescape } from "./escape.js";
 
 /** Size of the reads of parseFd. */
 const READ_CHUNK = 1 << 20;
+
+/**
+ * Longest line parseFd reads. Nothing else bounds a path (each name is at
+ * most 255 bytes, four times that escaped, but not their number); beyond
+ * this a line is refused rather than held in an ever larger buffer.
+ */
+export const MAX_LINE = 64 << 20;
 
 /** Size of the chunks the tree's bytes are copied into. */
 const ARENA_CHUNK = 256 * 1024;
@@ -230,14 +238,18 @@ export class DumpfileParser {
     let have = 0;
     for (;;) {
       if (have === buf.length) {
-        // One line longer than the buffer: make room for it.
+        // One line longer than the buffer: make room for it, unless it is
+        // already refused (a NUL byte in it, or too long).
+        const nul = buf.indexOf(0);
+        if (nul >= 0 && nul < have) this.fail(`Invalid embedded NUL character at position ${nul}`, this.lineNo + 1);
+        if (buf.length >= MAX_LINE) this.fail(`Line longer than ${MAX_LINE} bytes`, this.lineNo + 1);
         const bigger = Buffer.alloc(buf.length * 2);
         buf.copy(bigger, 0, 0, have);
         buf = bigger;
       }
       let n: number;
       try {
-        n = fs.readSync(fd, buf, have, buf.length - have, null);
+        n = readSyncWaiting(fd, buf, have, buf.length - have);
       } catch (e) {
         throw describeSystemError(e, what);
       }
@@ -656,6 +668,11 @@ function printable(b: Buffer): string {
 
 export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
   return new DumpfileParser(opts).parse(data);
+}
+
+/** Parse the dumpfile an open descriptor reads (standard input), a chunk at a time; `what` names it in read errors. */
+export function parseDumpfileFd(fd: number, what: string, opts: ParseOptions = {}): Inode {
+  return new DumpfileParser(opts).parseFd(fd, what);
 }
 
 /** Parse the dumpfile at `path`, read a chunk at a time (see parseFd). */

@@ -19,10 +19,7 @@ import { CfsError, describeSystemError } from "../../util/errors.js";
 import { readInput, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 import { buildContainerTree, parseSelinuxMode, type SelinuxMode } from "./build.js";
-import { openRepository } from "./repository.js";
-
-/** Names an image in the repository (CLI.md): a sha256 or sha512 hex digest, or refs/NAME. */
-const REPOSITORY_IMAGE = /^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128}|refs\/.+)$/;
+import { REPOSITORY_IMAGE, repositoryImage } from "./read.js";
 
 /** An image or a dumpfile, told apart by the composefs magic at offset 0. */
 function treeOfBytes(bytes: Buffer, what: string): Inode {
@@ -33,23 +30,6 @@ function treeOfBytes(bytes: Buffer, what: string): Inode {
     if (e instanceof CfsError && !e.message.startsWith(what)) throw new CfsError(`${what}: ${e.message}`);
     throw e;
   }
-}
-
-/** The bytes of an image the repository holds under ARG, or null if it holds none (and ARG is a local path). */
-function repositoryImage(cmd: Command, arg: string): Buffer | null {
-  const local = fs.existsSync(arg);
-  try {
-    const repo = openRepository(cmd);
-    try {
-      const r = repo.resolveImage(arg);
-      if (r.source !== "path") return repo.readImage(arg).bytes;
-    } finally {
-      repo.close();
-    }
-  } catch (e) {
-    if (!local) throw e;
-  }
-  return null;
 }
 
 /**

@@ -60,9 +60,9 @@ const SLASH = Buffer.from("/");
 const EMPTY = Buffer.alloc(0);
 
 /** `objects` / `missing-objects`: payloads over all images, sorted by bytes, printed raw. */
-function printObjects(images: string[], read: ReadOptions, basedir: string | undefined): void {
+function printObjects(cmd: Command, images: string[], read: ReadOptions, basedir: string | undefined): void {
   const payloads = new Set<string>();
-  for (const arg of images) collectPayloads(loadImageArg(arg, read), payloads);
+  for (const arg of images) collectPayloads(loadImageArg(cmd, arg, read), payloads);
   let list = [...payloads].sort();
   if (basedir !== undefined) {
     const base = Buffer.from(basedir);
@@ -102,7 +102,7 @@ export function registerInfo(program: Command): Command {
     .action((images: string[], _o: unknown, cmd: Command) => {
       const { read } = imageOptions(cmd);
       for (const arg of images) {
-        const root = loadImageArg(arg, read);
+        const root = loadImageArg(cmd, arg, read);
         const out = new StdoutBuffer();
         listTree(root, out);
         out.flush();
@@ -115,7 +115,7 @@ export function registerInfo(program: Command): Command {
     .argument("<image...>")
     .option("--filter <name>", FILTER_HELP, collect)
     .addHelpText("after", "\nExample:\n  cfsctl info dump image.cfs\n")
-    .action((images: string[], _o: unknown, cmd: Command) => dumpImages(images, imageOptions(cmd).read));
+    .action((images: string[], _o: unknown, cmd: Command) => dumpImages(cmd, images, imageOptions(cmd).read));
 
   info
     .command("objects")
@@ -123,7 +123,7 @@ export function registerInfo(program: Command): Command {
     .argument("<image...>")
     .option("--filter <name>", FILTER_HELP, collect)
     .addHelpText("after", "\nExample:\n  cfsctl info objects image.cfs\n")
-    .action((images: string[], _o: unknown, cmd: Command) => printObjects(images, imageOptions(cmd).read, undefined));
+    .action((images: string[], _o: unknown, cmd: Command) => printObjects(cmd, images, imageOptions(cmd).read, undefined));
 
   info
     .command("missing-objects")
@@ -142,7 +142,7 @@ export function registerInfo(program: Command): Command {
         throw describeSystemError(e, `Can't open basedir ${basedir}`);
       }
       if (!st.isDirectory()) throw new CfsError(`Can't open basedir ${basedir}: Not a directory`);
-      printObjects(images, read, basedir);
+      printObjects(cmd, images, read, basedir);
     });
   info
     .command("measure-file")
@@ -160,6 +160,8 @@ export function registerInfo(program: Command): Command {
             throw new CfsError(`failed to measure '${f}': ${describeSystemError(e, "").message.replace(/^: /, "")}`);
           }
           try {
+            // A character device such as /dev/zero never ends: refused, not read forever.
+            if (fs.fstatSync(fd).isCharacterDevice()) throw new CfsError("not a file, a pipe or a block device");
             out.write(fsverityDigestFdSync(fd, "sha256").toString("hex") + "\n");
           } catch (e) {
             throw new CfsError(`failed to measure '${f}': ${describeSystemError(e, "").message.replace(/^: /, "")}`);

@@ -5,10 +5,10 @@
 import type { Command } from "commander";
 import fs from "node:fs";
 import { CfsError, describeSystemError } from "../../util/errors.js";
-import { parseDumpfile, parseDumpfileFile } from "../../dumpfile/parse.js";
+import { parseDumpfileFd, parseDumpfileFile } from "../../dumpfile/parse.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
-import { readInput, writeAllSync, writeStdout } from "../io.js";
+import { writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 
 export interface Opts {
@@ -132,8 +132,8 @@ export async function runMkcomposefs(source: string, image: string | undefined, 
   let root: Inode;
   if (o.fromFile) {
     const popts = { strict: process.env.CFS_PARSE_STRICT !== undefined, source: source === "-" ? "<stdin>" : source };
-    // A file is read a chunk at a time (the tree keeps copies of what it needs).
-    root = source === "-" ? parseDumpfile(readInput(source), popts) : parseDumpfileFile(source, popts);
+    // Read a chunk at a time (the tree keeps copies of what it needs).
+    root = source === "-" ? parseDumpfileFd(0, "reading standard input", popts) : parseDumpfileFile(source, popts);
   } else {
     if (o.skipXattrs && o.userXattrs) throw new CfsError(`error accessing ${source}: Invalid argument`);
     // Loaded only here: the scanner brings the xattr addon and the hashing workers.

@@ -6,24 +6,46 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import { dumpImage, readImage, type ReadOptions } from "../../erofs/reader.js";
 import { S_IFMT, S_IFREG, type Inode } from "../../model/inode.js";
-import { CfsError, describeSystemError } from "../../util/errors.js";
-import { StdoutBuffer, writeStdout } from "../io.js";
+import { CfsError } from "../../util/errors.js";
+import { readInput, StdoutBuffer, writeStdout } from "../io.js";
+import { openRepository } from "./repository.js";
+
+/** Names an image in the repository (CLI.md): a sha256 or sha512 hex digest, or refs/NAME. */
+export const REPOSITORY_IMAGE = /^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128}|refs\/.+)$/;
+
+/** The bytes of an image the repository holds under ARG, or null if it holds none (and ARG is a local path). */
+export function repositoryImage(cmd: Command, arg: string): Buffer | null {
+  const local = fs.existsSync(arg);
+  try {
+    const repo = openRepository(cmd);
+    try {
+      const r = repo.resolveImage(arg);
+      if (r.source !== "path") return repo.readImage(arg).bytes;
+    } finally {
+      repo.close();
+    }
+  } catch (e) {
+    if (!local) throw e;
+  }
+  return null;
+}
 
 /**
- * The bytes of the image an IMAGE argument names. For now a path to an image
- * file; naming images in the repository (hex digest, `refs/NAME`) goes here.
+ * The bytes of the image an IMAGE argument names (CLI.md): a hex digest or
+ * `refs/NAME` of the repository, else a path to an image file (see
+ * readInput for what else can be read).
  */
-export function openImageArg(arg: string): Buffer {
-  try {
-    return fs.readFileSync(arg);
-  } catch (e) {
-    throw describeSystemError(e, `open ${arg}`);
+export function openImageArg(cmd: Command, arg: string): Buffer {
+  if (REPOSITORY_IMAGE.test(arg)) {
+    const bytes = repositoryImage(cmd, arg);
+    if (bytes !== null) return bytes;
   }
+  return readInput(arg);
 }
 
 /** Open and read an image argument; errors name the argument. */
-export function loadImageArg(arg: string, opts: ReadOptions = {}): Inode {
-  const buf = openImageArg(arg);
+export function loadImageArg(cmd: Command, arg: string, opts: ReadOptions = {}): Inode {
+  const buf = openImageArg(cmd, arg);
   try {
     return readImage(buf, opts);
   } catch (e) {
@@ -37,9 +59,9 @@ export function loadImageArg(arg: string, opts: ReadOptions = {}): Inode {
  * dump). dumpImage prints what writeDumpfile(readImage()) would, straight
  * from the image.
  */
-export function dumpImages(images: string[], opts: ReadOptions = {}): void {
+export function dumpImages(cmd: Command, images: string[], opts: ReadOptions = {}): void {
   for (const arg of images) {
-    const buf = openImageArg(arg);
+    const buf = openImageArg(cmd, arg);
     try {
       dumpImage(buf, (chunk) => writeStdout(chunk), opts);
     } catch (e) {
@@ -124,18 +146,18 @@ export function registerRead(program: Command): void {
   program
     .command("dump")
     .description("print an image as a composefs-dump(5) file (as composefs-info dump)")
-    .argument("<image...>", "image file")
-    .addHelpText("after", "\nExample:\n  cfsctl dump image.cfs > image.dump\n")
-    .action((images: string[]) => dumpImages(images));
+    .argument("<image...>", "image file, or hex digest or refs/NAME in the repository")
+    .addHelpText("after", "\nExamples:\n  cfsctl dump image.cfs > image.dump\n  cfsctl --repo /var/lib/composefs dump refs/myos\n")
+    .action((images: string[], _o: unknown, cmd: Command) => dumpImages(cmd, images));
 
   program
     .command("image-objects")
     .description("print the object digests an image refers to, one a line, sorted")
-    .argument("<image>", "image file")
+    .argument("<image>", "image file, or hex digest or refs/NAME in the repository")
     .addHelpText("after", "\nExample:\n  cfsctl image-objects image.cfs\n")
-    .action((image: string) => {
+    .action((image: string, _o: unknown, cmd: Command) => {
       let digests: string[];
-      const root = loadImageArg(image);
+      const root = loadImageArg(cmd, image);
       try {
         digests = imageObjectDigests(root);
       } catch (e) {
