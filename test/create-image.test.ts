@@ -164,3 +164,21 @@ describe("crash safety and concurrency", () => {
     expect(cfsctl(["--repo", repo, "fsck"]).status).toBe(0);
   }, 60_000);
 });
+
+describe("--name", () => {
+  it("a name that is not a valid ref is a usage error before anything is written", () => {
+    const tree = tmpdir();
+    fs.writeFileSync(path.join(tree, "f"), "x".repeat(100));
+    const layer = path.join(FIXTURES, "oci", "gnutar", "layer1.tar");
+    for (const name of ["../x", "a//b", "a\nb", "refs/.tmp-1", "", "/abs"]) {
+      for (const args of [["create-image", "--name", name, tree], ["import-oci", "--name", name, layer]]) {
+        const repo = path.join(tmpdir(), "repo");
+        const r = cfsctl(["--repo", repo, ...args]);
+        expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(2);
+        expect(r.stderr).toContain("invalid ref name");
+        expect(r.stdout.length).toBe(0);
+        expect(fs.existsSync(repo)).toBe(false);
+      }
+    }
+  });
+});

@@ -27,13 +27,13 @@ import { lockRepository, type LockMode, type RepoLock } from "./lock.js";
 import { enableVerity, VERITY_UNSUPPORTED_WARNING } from "./verity.js";
 import { nameObjectsInThreads, type NamingResult } from "../util/name-objects.js";
 import { makeDirs } from "../util/make-dirs.js";
+import { TMP_PREFIX, validateRefName } from "./ref-name.js";
 
 export type { LockMode } from "./lock.js";
 
 export const META_FILE = "meta.json";
 export const REPO_FORMAT_VERSION = 1;
-/** Prefix of every temporary name the repository writes. */
-export const TMP_PREFIX = ".tmp-";
+export { TMP_PREFIX, validateRefName } from "./ref-name.js";
 
 export interface OpenOptions {
   /** Algorithm for a new repository (default sha256). */
@@ -158,14 +158,6 @@ function unlinkQuiet(p: string): void {
     fs.unlinkSync(p);
   } catch {
     /* nothing to clean up */
-  }
-}
-
-/** A ref name: relative, `/`-separated, no empty, `.` or `..` component. */
-export function validateRefName(name: string): void {
-  const parts = name.split("/");
-  if (name === "" || name.includes("\0") || parts.some((p) => p === "" || p === "." || p === ".." || p.startsWith(TMP_PREFIX))) {
-    throw new CfsError(`invalid ref name ${JSON.stringify(name)}`);
   }
 }
 

@@ -13,6 +13,7 @@ import { FsVerityHasher } from "../../fsverity/digest.js";
 import { writeDumpfile } from "../../dumpfile/write.js";
 import { StdoutBuffer, writeStdout } from "../io.js";
 import { globalOptions, UsageError } from "../main.js";
+import { validateRefName } from "../../repository/ref-name.js";
 import { Progress } from "../progress.js";
 import { loadTreePolicy } from "./selinux-glue.js";
 
@@ -53,6 +54,16 @@ export async function buildContainerTree(
   }
 }
 
+/** --name, checked before anything is written: a usage error, not a failure after the work. */
+export function checkNameOption(name: string | undefined): void {
+  if (name === undefined) return;
+  try {
+    validateRefName(name);
+  } catch (e) {
+    throw new UsageError(`--name: ${(e as Error).message}`);
+  }
+}
+
 export function registerBuild(program: Command): void {
   program
     .command("create-image")
@@ -63,6 +74,7 @@ export function registerBuild(program: Command): void {
     .addHelpText("after", "\nExample:\n  cfsctl --repo /var/lib/composefs create-image --name myos /rootfs\n")
     .action(async (dir: string, o: { name?: string; selinux?: string }, cmd: Command) => {
       const selinux = parseSelinuxMode(o.selinux);
+      checkNameOption(o.name);
       // Loaded here: compute-id and create-dumpfile never open a repository.
       const [{ openRepository }, { commitObjects, syncFilesystem }] = await Promise.all([import("./repository.js"), import("../../scan/store.js")]);
       const repo = openRepository(cmd, { create: true });

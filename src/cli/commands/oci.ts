@@ -31,7 +31,7 @@ import { CfsError } from "../../util/errors.js";
 import { writeAllSync, writeStdout } from "../io.js";
 import { globalOptions } from "../main.js";
 import { Progress } from "../progress.js";
-import { parseSelinuxMode } from "./build.js";
+import { checkNameOption, parseSelinuxMode } from "./build.js";
 import { openRepository } from "./repository.js";
 import { loadTreePolicy } from "./selinux-glue.js";
 
@@ -253,6 +253,7 @@ export function registerOci(program: Command): void {
     )
     .action(async (sources: string[], o: { name?: string; selinux?: string }, cmd: Command) => {
       const selinux = parseSelinuxMode(o.selinux);
+      checkNameOption(o.name);
       const g = globalOptions(cmd);
       const repo = openRepository(cmd, { create: true });
       try {
