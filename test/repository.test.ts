@@ -515,6 +515,21 @@ describe("gc", () => {
     expect(r.stderr).toMatch(/cfsctl: error: gc: image .* named by images\/refs\/one is not readable/);
     expect(fs.existsSync(path.join(t.path, obj(t.a)))).toBe(true);
   });
+
+  it("refuses to collect when a ref points past images/ (an error to fsck too), removing nothing", () => {
+    const t = twoImages();
+    // A hand-made ref straight at the image's object: it resolves, but not through images/.
+    const ref = path.join(t.path, "images/refs/direct");
+    fs.symlinkSync(`../../${obj(t.i1)}`, ref);
+    fs.unlinkSync(path.join(t.path, "images/refs/one"));
+    const f = cfsctl(["--repo", t.path, "fsck"]);
+    expect(f.status).toBe(1);
+    expect(out(f)).toMatch(/images\/refs\/direct.*not an entry of images\//);
+    const r = cfsctl(["--repo", t.path, "gc"]);
+    expect(r.status, out(r)).toBe(1);
+    expect(r.stderr).toMatch(/^cfsctl: error: gc: images\/refs\/direct points at .*, not an entry of images\/; nothing removed/);
+    for (const hex of [t.i1, t.a, t.b]) expect(fs.existsSync(path.join(t.path, obj(hex)))).toBe(true);
+  });
 });
 
 describe("the repository lock", () => {

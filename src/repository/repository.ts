@@ -885,8 +885,14 @@ export class Repository {
           if (d.isDirectory()) walk(name);
           else if (d.isSymbolicLink()) {
             const abs = path.join(refsDir, name);
-            const resolved = path.resolve(path.dirname(abs), fs.readlinkSync(abs));
-            if (path.dirname(resolved) === path.join(this.path, category)) out.set(path.basename(resolved), `${category}/refs/${name}`);
+            const target = fs.readlinkSync(abs);
+            const resolved = path.resolve(path.dirname(abs), target);
+            if (path.dirname(resolved) === path.join(this.path, category) && path.basename(resolved) !== "refs") {
+              out.set(path.basename(resolved), `${category}/refs/${name}`);
+            } else if (!d.name.startsWith(TMP_PREFIX)) {
+              // What it means to keep cannot be told (fsck calls it an error): remove nothing.
+              throw new CfsError(`gc: ${category}/refs/${name} points at ${target}, not an entry of ${category}/; nothing removed, run \`cfsctl fsck\``);
+            }
           }
         }
       };
