@@ -12,6 +12,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { FIXTURES, cfsctl, fsckErofs, hasFsckErofs, tmpdir } from "./helpers.js";
+import { tar } from "./tar-writer.js";
 import { imageRows, referenceRows, withoutXattr } from "./tree-rows.js";
 
 const OCI = path.join(FIXTURES, "oci");
@@ -106,6 +107,28 @@ function layersTsv(dir: string): LayerRow[] {
     return { tag: get("tag"), layer: Number(get("layer")), digest: get("digest"), diffId: get("diff_id") };
   });
 }
+
+describe("xattr names from PAX records", () => {
+  it("keep their bytes, UTF-8 or not (SCHILY.xattr raw, LIBARCHIVE.xattr %-escaped)", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "xattrs.tar");
+    const raw = Buffer.from([0x75, 0x73, 0x65, 0x72, 0x2e, 0xff, 0xfe]); // "user." 0xff 0xfe
+    fs.writeFileSync(
+      layer,
+      tar([
+        { name: "a", data: "x", paxRaw: [[Buffer.concat([Buffer.from("SCHILY.xattr."), raw]), Buffer.from("1")]] },
+        { name: "b", data: "y", pax: { "SCHILY.xattr.user.\u00e9": "2" } },
+        { name: "c", data: "z", pax: { "LIBARCHIVE.xattr.user.%C3%A9%FF": Buffer.from("3").toString("base64") } },
+      ]),
+    );
+    const repo = tmpdir();
+    const digest = importOci(repo, ["--selinux", "off", layer]);
+    const dump = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString();
+    expect(dump).toMatch(/^\/a 1 .* user\.\\xff\\xfe=1$/m);
+    expect(dump).toMatch(/^\/b 1 .* user\.\\xc3\\xa9=2$/m);
+    expect(dump).toMatch(/^\/c 1 .* user\.\\xc3\\xa9\\xff=3$/m);
+  });
+});
 
 describe("umoci layout", () => {
   const U = path.join(OCI, "umoci-tiny");

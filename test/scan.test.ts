@@ -197,6 +197,31 @@ for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
       expect(res.stderr).toMatch(/^cfsctl: error: .*nope: No such file or directory\n$/);
     }
   });
+  it("an xattr name that is not UTF-8 is kept as bytes (the native scanner), or refused by name (fs-xattr)", () => {
+    const d = path.join(work, "rawxattr");
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, "f"), "hello\n");
+    // Raw bytes 0xff 0xfe: made by the shell (a JavaScript argument would go out as UTF-8).
+    const set = spawnSync("sh", ["-c", `setfattr -n "$(printf 'user.\\377\\376')" -v 1 "$1"`, "sh", path.join(d, "f")], { encoding: "utf8" });
+    if (set.status !== 0) return console.log(`setfattr refused: ${set.stderr}`);
+    const dump = cfsctl(["create-dumpfile", d]);
+    const digest = cfsctl(["mkcomposefs", "--print-digest-only", d]);
+    if (impl.env.CFSCTL_NATIVE === "0") {
+      for (const r of [dump, digest]) {
+        expect(r.status).toBe(1);
+        expect(r.stderr).toMatch(/^cfsctl: error: .*rawxattr\/f: xattr name is not valid UTF-8 \(reading it needs the native addon\)/);
+      }
+      return;
+    }
+    expect(dump.status, dump.stderr).toBe(0);
+    expect(dump.stdout.toString()).toContain("/f 6 100644 1 0 0 0 ");
+    expect(dump.stdout.toString()).toMatch(/ user\.\\xff\\xfe=1\n/);
+    // The same bytes through a dumpfile: mkcomposefs DIR's image carries them as they are.
+    const listed = cfsctl(["mkcomposefs", d, path.join(work, "rawxattr.img")]);
+    expect(listed.status, listed.stderr).toBe(0);
+    expect(cfsctl(["dump", path.join(work, "rawxattr.img")]).stdout.toString()).toMatch(/ user\.\\xff\\xfe=1\n/);
+    expect(digest.status, digest.stderr).toBe(0);
+  });
   it("a file instead of a directory is refused", () => {
     const f = path.join(work, "plain");
     fs.writeFileSync(f, "x");

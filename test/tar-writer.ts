@@ -13,6 +13,8 @@ export interface Member {
   /** Size written in the header (defaults to the data length). */
   size?: number;
   pax?: Record<string, string | Buffer>;
+  /** PAX records given as raw bytes (key, value), after `pax`: keys that are not UTF-8. */
+  paxRaw?: Array<[Buffer, Buffer]>;
   devmajor?: number;
   devminor?: number;
 }
@@ -48,10 +50,11 @@ function pad(n: number): Buffer {
   return Buffer.alloc((512 - (n % 512)) % 512);
 }
 
-function paxData(rec: Record<string, string | Buffer>): Buffer {
+function paxData(rec: Record<string, string | Buffer>, raw: Array<[Buffer, Buffer]> = []): Buffer {
   const parts: Buffer[] = [];
-  for (const [k, v] of Object.entries(rec)) {
-    const body = Buffer.concat([Buffer.from(` ${k}=`), Buffer.from(v), Buffer.from("\n")]);
+  const records: Array<[Buffer, Buffer]> = [...Object.entries(rec).map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as [Buffer, Buffer]), ...raw];
+  for (const [k, v] of records) {
+    const body = Buffer.concat([Buffer.from(" "), k, Buffer.from("="), v, Buffer.from("\n")]);
     let len = body.length + 1;
     while (String(len).length + body.length !== len) len = String(len).length + body.length;
     parts.push(Buffer.from(String(len)), body);
@@ -63,8 +66,8 @@ function paxData(rec: Record<string, string | Buffer>): Buffer {
 export function tar(members: Member[], opts: { noEnd?: boolean } = {}): Buffer {
   const parts: Buffer[] = [];
   for (const m of members) {
-    if (m.pax) {
-      const d = paxData(m.pax);
+    if (m.pax || m.paxRaw) {
+      const d = paxData(m.pax ?? {}, m.paxRaw);
       parts.push(header({ name: "PaxHeader", type: "x", data: d }), d, pad(d.length));
     }
     const data = m.data === undefined ? Buffer.alloc(0) : Buffer.from(m.data);

@@ -99,7 +99,8 @@ function parsePax(data: Buffer): Map<string, Buffer> {
     if (eq < 0) throw new CfsError("tar: malformed PAX record");
     // As Go's archive/tar (and so umoci and podman) decides: a key never
     // holds a NUL byte, and neither do the values that are C strings.
-    const key = rec.toString("utf8", 0, eq);
+    // Latin-1: each byte a character, so an xattr name keeps its bytes whatever they are.
+    const key = rec.toString("latin1", 0, eq);
     const value = rec.subarray(eq + 1);
     if (key.length === 0) throw new CfsError("tar: malformed PAX record (no name)");
     if (key.includes("\0")) throw new CfsError(`tar: NUL byte in a PAX record name ${JSON.stringify(key)}`);
@@ -108,6 +109,24 @@ function parsePax(data: Buffer): Map<string, Buffer> {
     p += len;
   }
   return out;
+}
+
+/** %XX escapes (each a byte) of a latin1 string to bytes; null for a malformed escape. */
+function percentDecode(s: string): Buffer | null {
+  const out = Buffer.allocUnsafe(s.length);
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 0x25) {
+      out[n++] = c;
+      continue;
+    }
+    const hex = s.slice(i + 1, i + 3);
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) return null;
+    out[n++] = parseInt(hex, 16);
+    i += 2;
+  }
+  return out.subarray(0, n);
 }
 
 function paxNumber(v: Buffer, what: string): number {
@@ -265,17 +284,13 @@ export class TarReader {
       e.mtime = sec;
     }
     for (const [k, v] of pax) {
-      if (k.startsWith("SCHILY.xattr.")) e.xattrs.push({ key: Buffer.from(k.slice(13), "utf8"), value: v });
+      if (k.startsWith("SCHILY.xattr.")) e.xattrs.push({ key: Buffer.from(k.slice(13), "latin1"), value: v });
       else if (k.startsWith("LIBARCHIVE.xattr.")) {
-        // libarchive: name URL-encoded, value base64
-        let key: string;
-        try {
-          key = decodeURIComponent(k.slice(17));
-        } catch {
-          throw new CfsError(`tar: bad LIBARCHIVE.xattr name ${JSON.stringify(k)}`);
-        }
-        if (key.includes("\0")) throw new CfsError(`tar: NUL byte in a PAX record name ${JSON.stringify(key)}`);
-        e.xattrs.push({ key: Buffer.from(key, "utf8"), value: Buffer.from(v.toString("latin1"), "base64") });
+        // libarchive: name URL-encoded (%XX a byte), value base64
+        const key = percentDecode(k.slice(17));
+        if (key === null) throw new CfsError(`tar: bad LIBARCHIVE.xattr name ${JSON.stringify(k)}`);
+        if (key.includes(0)) throw new CfsError(`tar: NUL byte in a PAX record name ${JSON.stringify(k)}`);
+        e.xattrs.push({ key, value: Buffer.from(v.toString("latin1"), "base64") });
       }
     }
     // GNU sparse in PAX: 0.1 has the map in GNU.sparse.map, 1.0 in the data area.

@@ -24,7 +24,6 @@ import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.j
 import { mountPointsBelow } from "./mounts.js";
 import { openScanned } from "./open-scanned.js";
 import { PackedEntries, forEachPackedXattr } from "./packed-entries.js";
-import { isUtf8 } from "node:buffer";
 
 /**
  * fs-xattr, for the JavaScript walk only (loaded when it runs); where it
@@ -111,7 +110,8 @@ function readXattrsAt(at: string, path: Buffer, inode: Inode, mode: "all" | "use
   }
   for (const name of names) {
     if (mode === "user" && !name.startsWith("user.")) continue;
-    if (name.includes("\ufffd")) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name}`);
+    // fs-xattr hands names over as UTF-8 strings: other bytes cannot be read back by name.
+    if (name.includes("\ufffd")) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8 (reading it needs the native addon): ${name}`);
     let value: Buffer;
     try {
       value = xattr!.getAttributeSync(at, name);
@@ -139,7 +139,7 @@ function mountPointError(path: Buffer, what: string): CfsError {
 
 /** An xattr the native scanner read (views of its buffer: copied here), with readXattrsAt's checks. */
 function setXattrChecked(inode: Inode, path: Buffer, name: Buffer, value: Buffer): void {
-  if (!isUtf8(name)) throw new CfsError(`${show(path)}: xattr name is not valid UTF-8: ${name.toString("utf8")}`);
+  // Names are bytes, as upstream takes them (only the fs-xattr fallback needs UTF-8).
   if (!inode.setXattr(Buffer.from(name), Buffer.from(value))) {
     throw new CfsError(`${show(path)}: xattrs too large for a composefs image (${name.toString("utf8")})`);
   }
