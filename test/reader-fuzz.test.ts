@@ -571,13 +571,28 @@ describe("hostile images", () => {
   });
 
   it("directories nested deeper than 2048", () => {
-    let p = "";
+    // The writer refuses such a tree, so: two chains of 1200 directories,
+    // /a/d/…/d/x and /b/d/…/d, and x's dirent pointed at /b: reached
+    // through x first, b's chain nests below a's.
     const lines = [R];
-    for (let i = 0; i < 2100; i++) {
-      p += "/d";
+    for (const top of ["/a", "/b"]) {
+      let p = top;
       lines.push(`${p} 4096 40755 2 0 0 0 0.0 - - -\n`);
+      for (let i = 0; i < 1200; i++) lines.push(`${(p += "/d")} 4096 40755 2 0 0 0 0.0 - - -\n`);
+      if (top === "/a") lines.push(`${p}/x 4096 40755 2 0 0 0 0.0 - - -\n`);
     }
     const img = writeImage(parseDumpfile(Buffer.from(lines.join("")), {}), {}).image;
+    const lay = layoutOf(img);
+    const nameOf = (d: (typeof lay.dirents)[number]) => {
+      const k = (d.off - d.group) / 12;
+      const n = img.readUInt16LE(d.group + 8) / 12;
+      const end = k + 1 < n ? img.readUInt16LE(d.off + 20) : d.groupSize;
+      return img.subarray(d.group + img.readUInt16LE(d.off + 8), d.group + end).toString("latin1").replace(/\0+$/, "");
+    };
+    const root = img.readUInt16LE(1024 + 14);
+    const b = lay.dirents.find((d) => d.dirNid === root && nameOf(d) === "b")!;
+    const x = lay.dirents.find((d) => !d.dot && nameOf(d) === "x")!;
+    img.writeBigUInt64LE(img.readBigUInt64LE(b.off), x.off);
     expectError(img, /directories nest deeper than 2048 levels \(nid \d+, at …(\/d)+\)/);
   });
 

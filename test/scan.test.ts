@@ -222,6 +222,41 @@ for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
     expect(cfsctl(["dump", path.join(work, "rawxattr.img")]).stdout.toString()).toMatch(/ user\.\\xff\\xfe=1\n/);
     expect(digest.status, digest.stderr).toBe(0);
   });
+  it("directories nested as deep as an image holds are scanned; one level more is refused before anything is stored", () => {
+    const deep = (name: string, levels: number) => {
+      const d = path.join(work, name);
+      fs.mkdirSync(d);
+      // Relative steps: the whole path soon passes PATH_MAX.
+      const script = `process.chdir(process.argv[1]); for (let i = 0; i < ${levels}; i++) { fs.mkdirSync("d"); process.chdir("d"); } fs.writeFileSync("f", "x");`;
+      const r = spawnSync(process.execPath, ["-e", script, d]);
+      expect(r.status, r.stderr?.toString()).toBe(0);
+      return d;
+    };
+    const ok = cfsctl(["compute-id", deep("deep-2047", 2047)]);
+    const tooDeep = deep("deep-2048", 2048);
+    if (impl.env.CFSCTL_NATIVE === "0") {
+      // The JavaScript scanner (without the addon) reads by path: past PATH_MAX, far deeper than
+      // any real tree, it stops with one line.
+      for (const r of [ok, cfsctl(["compute-id", tooDeep])]) {
+        expect(r.status).toBe(1);
+        expect(r.stderr).toMatch(/^cfsctl: error: [^\n]*: File name too long\n$/);
+      }
+      for (const d of ["deep-2047", "deep-2048"]) spawnSync("rm", ["-rf", path.join(work, d)]);
+      return;
+    }
+    expect(ok.status, ok.stderr.slice(0, 300)).toBe(0);
+    for (const cmd of [["compute-id"], ["mkcomposefs", "--print-digest-only"]]) {
+      const r = cfsctl([...cmd, tooDeep]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^cfsctl: error: [^\n]*deep-2048(\/d){2048}: directories nest deeper than 2048 levels[^\n]*\n$/);
+    }
+    const repo = path.join(work, "deep-repo");
+    const r = cfsctl(["--repo", repo, "create-image", tooDeep]);
+    expect(r.status).toBe(1);
+    expect(fs.readdirSync(path.join(repo, "objects"))).toEqual([]);
+    // rm(1) removes such trees; Node's recursive rmSync of the test directory would overflow its stack.
+    for (const d of ["deep-2047", "deep-2048"]) spawnSync("rm", ["-rf", path.join(work, d)]);
+  });
   it("a file instead of a directory is refused", () => {
     const f = path.join(work, "plain");
     fs.writeFileSync(f, "x");

@@ -97,6 +97,38 @@ describe("the mkcomposefs command", () => {
   });
 });
 
+describe("directory nesting", () => {
+  /** A dumpfile of `levels` directories, each in the one before, and a file at the bottom. */
+  const nested = (levels: number) => {
+    let dump = "/ 0 40755 2 0 0 0 0.0 - - -\n";
+    let p = "";
+    for (let i = 0; i < levels; i++) dump += `${(p += "/d")} 0 40755 2 0 0 0 0.0 - - -\n`;
+    return dump + `${p}/f 1 100644 1 0 0 0 0.0 - x -\n`;
+  };
+
+  it("2047 levels below the root write and read back; 2048 are refused by the writer as by the reader", () => {
+    const work = tmpdir();
+    // fsck.erofs (like composefs-info) overflows its stack at about 1000 levels: it checks a shallower one.
+    const shallower = path.join(work, "500.img");
+    expect(cfsctl(["mkcomposefs", "--from-file", "-", shallower], { input: nested(500) }).status).toBe(0);
+    fsckErofs(shallower);
+    const img = path.join(work, "deep.img");
+    const ok = cfsctl(["mkcomposefs", "--from-file", "-", img], { input: nested(2047) });
+    expect(ok.status, ok.stderr).toBe(0);
+    const back = cfsctl(["dump", img]);
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout.toString().split("\n").length).toBe(2047 + 3);
+    // Written again from its own dump: the same bytes.
+    const again = cfsctl(["mkcomposefs", "--from-file", "-", "-"], { input: back.stdout });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout.equals(fs.readFileSync(img))).toBe(true);
+    const bad = cfsctl(["mkcomposefs", "--from-file", "-", path.join(work, "deeper.img")], { input: nested(2048) });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toBe("cfsctl: error: cannot write file: directories nest deeper than 2048 levels\n");
+    expect(fs.existsSync(path.join(work, "deeper.img"))).toBe(false);
+  });
+});
+
 describe("should-fail assets are refused with one line naming the problem", () => {
   const expected: Record<string, string> = {
     "should-fail-big-inline.dump": "Inline content size 5004 exceeds maximum 5000",

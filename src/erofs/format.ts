@@ -332,3 +332,11 @@ export function decodeInode(buf: Buffer, off: number): InodeHeader {
 export function inodeFormatIsValid(format: number): boolean {
   return (format & ~0xf) === 0;
 }
+
+/**
+ * Deepest directory nesting cfsctl writes and reads (the root is level 0; a
+ * directory at level 2048 is refused): a deeper path cannot fit in
+ * PATH_MAX, and upstream composefs-info overflows its stack at about 1500
+ * levels. The writer refuses what the reader would call corrupt.
+ */
+export const MAX_DIR_DEPTH = 2048;

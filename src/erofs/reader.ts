@@ -18,7 +18,7 @@
  * The image is untrusted. Every offset, size, count and nid is checked before
  * it is used, and anything inconsistent is a CfsError with one line saying
  * what and where. The rules (each one holds for every image the writer
- * produces, except nesting deeper than 2048):
+ * produces):
  *
  * - header: composefs magic and header version 1, EROFS magic, 4 KiB blocks,
  *   the file at least as long as the superblock's block count says;
@@ -85,6 +85,7 @@ import {
   LAYOUT_CHUNK_BASED,
   LAYOUT_FLAT_INLINE,
   LAYOUT_FLAT_PLAIN,
+  MAX_DIR_DEPTH,
   SLOT_SIZE,
   SUPER_OFFSET,
   XATTR_ENTRY_HEADER_SIZE,
@@ -102,8 +103,6 @@ export interface ReadOptions {
 
 /** Inline content limit of the reader (LCFS_INLINE_CONTENT_MAX). */
 const INLINE_CONTENT_MAX = 5000;
-/** Deepest directory nesting accepted. */
-export const MAX_DEPTH = 2048;
 /** Per-inode xattr budget of lcfs_node_set_xattr_internal for internal input. */
 const XATTR_BUDGET = 0xffff;
 
@@ -305,7 +304,7 @@ class Walker<T> {
       slots[nid] = ++this.count;
       const data = v.entry(this, f.data, ns, ne, this.count - 1);
       if (this.type === S_IFDIR) {
-        if (stack.length >= MAX_DEPTH) this.corruptAt(`directories nest deeper than ${MAX_DEPTH} levels`, nid);
+        if (stack.length >= MAX_DIR_DEPTH) this.corruptAt(`directories nest deeper than ${MAX_DIR_DEPTH} levels`, nid);
         this.pushDir(data, ns, ne);
       }
     }

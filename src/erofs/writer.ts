@@ -60,6 +60,7 @@ import {
   LAYOUT_CHUNK_BASED,
   LAYOUT_FLAT_INLINE,
   LAYOUT_FLAT_PLAIN,
+  MAX_DIR_DEPTH,
   MAX_NONINLINE_CHUNKS,
   MAX_SHARED_REFS,
   OVERLAY_ESCAPED_PREFIX,
@@ -160,6 +161,8 @@ class WNode {
   external: boolean;
   /** The implicit xattrs of an external file, besides `xattrs`: VIRTUAL_METACOPY | VIRTUAL_REDIRECT. */
   virtual = 0;
+  /** Directory nesting level (the root is 0). */
+  depth = 0;
 
   constructor(
     readonly src: Inode,
@@ -578,7 +581,11 @@ function buildNodes(root: Inode, version: number): WNode[] {
       if (extra === null || !extra.has(e.inode)) rewriteNode(child, version);
       order.push(child);
       targets[slot] = child;
-      if (child.type === S_IFDIR) nlink++;
+      if (child.type === S_IFDIR) {
+        nlink++;
+        child.depth = n.depth + 1;
+        if (child.depth >= MAX_DIR_DEPTH) throw new CfsError(`cannot write file: directories nest deeper than ${MAX_DIR_DEPTH} levels`);
+      }
     }
     n.dir = { names, targets, groups: [] };
     n.nlink = nlink;

@@ -19,6 +19,7 @@ import { isMainThread } from "node:worker_threads";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
+import { MAX_DIR_DEPTH } from "../erofs/format.js";
 import { HashPool } from "./hash-pool.js";
 import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.js";
 import { mountPointsBelow } from "./mounts.js";
@@ -130,6 +131,11 @@ function setSymlinkTarget(inode: Inode, target: Buffer, path: Buffer): void {
   if (target.length === 0 || target.length >= PATH_MAX) throw new CfsError(`${show(path)}: invalid symlink target`);
   inode.payload = target;
   inode.size = BigInt(target.length);
+}
+
+/** A directory nested deeper than any image may hold (checked before its files are hashed or stored). */
+function tooDeep(path: Buffer): CfsError {
+  return new CfsError(`${show(path)}: directories nest deeper than ${MAX_DIR_DEPTH} levels (the most a composefs image holds here)`);
 }
 
 /** The one error for a mount point met below the scanned root (`what` it is). */
@@ -367,7 +373,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
    * the kernel resolves one name per lookup instead of the whole path: that
    * measured about 1.5 µs less per entry (lstat and two listxattr calls).
    */
-  const walkDir = async (dirLen: number, dirAscii: string | null, dirInode: Inode, rel: number): Promise<void> => {
+  const walkDir = async (dirLen: number, dirAscii: string | null, dirInode: Inode, rel: number, depth: number): Promise<void> => {
     let names: string[];
     try {
       names = fs.readdirSync(rel >= dirLen ? DOT : scratch.subarray(rel, dirLen), { encoding: "latin1" });
@@ -425,18 +431,19 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
         inode.size = BigInt(m.size);
+        if (depth + 1 >= MAX_DIR_DEPTH) throw tooDeep(path);
         // Recurse right here: hardlink primaries are the first path in
         // depth-first, name-sorted order (as composefs-rs and composefs-info).
         const ascii = isAscii ? preAscii + str : null;
         if (rel !== 0 && ascii !== null) {
           enter(atAscii!, path);
           try {
-            await walkDir(len, ascii, inode, len);
+            await walkDir(len, ascii, inode, len, depth + 1);
           } finally {
             leave(absolute(dirAscii!));
           }
         } else {
-          await walkDir(len, ascii, inode, rel);
+          await walkDir(len, ascii, inode, rel, depth + 1);
         }
       } else {
         fillLeaf(at, path, inode);
@@ -459,7 +466,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   const scanInCwd = isMainThread && (!relativeRoot || base !== null);
   let lastSecNum = -1;
   let lastSecBig = 0n;
-  const walkDirNative = async (dirLen: number, dirInode: Inode): Promise<void> => {
+  const walkDirNative = async (dirLen: number, dirInode: Inode, depth: number): Promise<void> => {
     let e: PackedEntries;
     try {
       e = new PackedEntries(native!.scanDir(scratch.subarray(0, dirLen), xattrMode, opts.inlineMax, scanInCwd));
@@ -514,7 +521,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       dirInode.addEntry(name, inode, false);
       if (type === S_IFDIR) {
         inode.size = BigInt(e.size);
-        await walkDirNative(len, inode);
+        if (depth + 1 >= MAX_DIR_DEPTH) throw tooDeep(scratch.subarray(0, len));
+        await walkDirNative(len, inode, depth + 1);
       } else if (type === S_IFLNK) {
         setSymlinkTarget(inode, e.data() ?? Buffer.alloc(0), scratch.subarray(0, len));
       } else if (type === S_IFREG) {
@@ -562,12 +570,12 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
 
   try {
     if (useNative) {
-      await walkDirNative(rootPath.length, root);
+      await walkDirNative(rootPath.length, root, 0);
     } else if (cwd0 !== null && rootAscii !== null) {
       enter(rootAscii, rootPath);
-      await walkDir(rootPath.length, rootAscii, root, rootPath.length);
+      await walkDir(rootPath.length, rootAscii, root, rootPath.length, 0);
     } else {
-      await walkDir(rootPath.length, rootAscii, root, 0);
+      await walkDir(rootPath.length, rootAscii, root, 0, 0);
     }
   } catch (e) {
     await pool.abort();
