@@ -23,6 +23,8 @@
  *     size, is an error ("changed while it was read"). The result has one
  *     message per failed file, or is null when every file was hashed.
  *   hashFilesAsync(...) -> Promise: the same in a libuv thread.
+ *   stopWrites()
+ *     writeFile(s) create no file after this (the run was interrupted).
  *   setHashLimit(n) -> number
  *     At most n libuv threads hash batches at once (0: no limit), process-wide;
  *     returns the limit before. See hash_gate_enter().
@@ -1143,7 +1145,20 @@ typedef struct {
   int single; /* writeFile: resolve to a boolean or reject */
 } write_job_t;
 
+/* Set by stopWrites() when the run is interrupted: no file is created after that. */
+static int writes_stopped;
+
+static napi_value stop_writes(napi_env env, napi_callback_info info) {
+  __atomic_store_n(&writes_stopped, 1, __ATOMIC_SEQ_CST);
+  return NULL;
+}
+
 static void write_one(write_job_t *j, write_file_t *f) {
+  if (__atomic_load_n(&writes_stopped, __ATOMIC_SEQ_CST)) {
+    f->err = EINTR;
+    f->syscall = "open";
+    return;
+  }
   int fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0 && errno == ENOENT) {
     char *slash = strrchr(f->path, '/');
@@ -1782,6 +1797,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"hashFilesAsync", NULL, hash_files_async, NULL, NULL, NULL, napi_default, NULL},
       {"setHashLimit", NULL, set_hash_limit, NULL, NULL, NULL, napi_default, NULL},
+      {"stopWrites", NULL, stop_writes, NULL, NULL, NULL, napi_default, NULL},
       {"verityDigest", NULL, verity_digest, NULL, NULL, NULL, napi_default, NULL},
       {"writeFile", NULL, write_file, NULL, NULL, NULL, napi_default, NULL},
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},

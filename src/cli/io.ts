@@ -2,6 +2,7 @@
 import fs from "node:fs";
 import tty from "node:tty";
 import { CfsError, describeSystemError } from "../util/errors.js";
+import { onInterrupt, removeQuietly } from "../util/interrupt.js";
 import { readSyncWaiting } from "../util/read-sync.js";
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -92,6 +93,7 @@ export function writeFileAtomic(path: string, data: Uint8Array): void {
   }
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   let fd = -1;
+  const cancel = onInterrupt(() => removeQuietly(tmp));
   try {
     fd = fs.openSync(tmp, "wx", 0o644);
     writeAllSync(fd, data);
@@ -107,5 +109,7 @@ export function writeFileAtomic(path: string, data: Uint8Array): void {
       /* nothing to clean up */
     }
     throw describeSystemError(e, `write ${path}`);
+  } finally {
+    cancel();
   }
 }

@@ -19,6 +19,7 @@ import { StreamSha256 } from "../util/stream-sha256.js";
 import type { LayerBlob } from "./source.js";
 import { TarReader, expandSparse, type ExternalRef, type TarEntry } from "./tar.js";
 import { makeDirs } from "../util/make-dirs.js";
+import { onInterruptStop } from "../util/interrupt.js";
 
 export const INLINE_MAX = 64;
 /** Whether files created 0644 come out with fewer bits (then they are chmod-ed). */
@@ -26,6 +27,8 @@ const UMASK_STRIPS_0644 = (process.umask() & 0o644) !== 0;
 
 /** The native addon writes buffered contents (open, write, writeback, close in a libuv thread). */
 const native = loadCfsNative();
+// Interrupted, the background writes create no more temporary objects (the repository removes those made).
+if (native !== null) onInterruptStop(() => native.stopWrites());
 /** Contents up to this size are hashed before they are written (and written in the background). */
 const BUFFERED_MAX = 4 << 20;
 /** Bytes of stream chunks that background writes may hold at most. */

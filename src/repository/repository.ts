@@ -28,6 +28,7 @@ import { enableVerity, VERITY_UNSUPPORTED_WARNING } from "./verity.js";
 import { nameObjectsInThreads, type NamingResult } from "../util/name-objects.js";
 import { makeDirs } from "../util/make-dirs.js";
 import { TMP_PREFIX, validateRefName } from "./ref-name.js";
+import { onInterrupt, removeByPrefix } from "../util/interrupt.js";
 
 export type { LockMode } from "./lock.js";
 
@@ -181,7 +182,8 @@ export class Repository {
   private readonly quiet: boolean;
   private lock: RepoLock | null;
 
-  private constructor(p: string, alg: VerityAlgorithm, hasMeta: boolean, opts: OpenOptions, lock: RepoLock | null) {
+  private constructor(p: string, alg: VerityAlgorithm, hasMeta: boolean, opts: OpenOptions, lock: RepoLock | null, cancelCleanup: () => void) {
+    this.cancelCleanup = cancelCleanup;
     this.path = p;
     this.algorithm = alg;
     this.hasMeta = hasMeta;
@@ -203,6 +205,23 @@ export class Repository {
    */
   static open(repoPath: string | undefined, opts: OpenOptions = {}): Repository {
     const p = path.resolve(repoPath ?? defaultRepoPath());
+    // From here until close(), an interrupted run removes its temporary files
+    // (every one is named `.tmp-PID-…`), meta.json's included.
+    const cancelCleanup = onInterrupt(() => {
+      const mine = `${TMP_PREFIX}${process.pid}-`;
+      removeByPrefix(p, mine, 0);
+      removeByPrefix(path.join(p, "objects"), mine, 1);
+      for (const category of ["images", "streams"]) removeByPrefix(path.join(p, category), mine, 8);
+    });
+    try {
+      return Repository.openCleaned(p, opts, cancelCleanup);
+    } catch (e) {
+      cancelCleanup();
+      throw e;
+    }
+  }
+
+  private static openCleaned(p: string, opts: OpenOptions, cancelCleanup: () => void): Repository {
     const st = statOrNull(p);
     if (!st) {
       if (!opts.create) throw new CfsError(`repository ${p} does not exist (create it with \`cfsctl init\`)`);
@@ -229,9 +248,9 @@ export class Repository {
       const { algorithm, hasMeta } = Repository.decideAlgorithm(p, opts);
       if (opts.create && !hasMeta) {
         Repository.writeMeta(p, algorithm);
-        return new Repository(p, algorithm, true, opts, lock);
+        return new Repository(p, algorithm, true, opts, lock, cancelCleanup);
       }
-      return new Repository(p, algorithm, hasMeta, opts, lock);
+      return new Repository(p, algorithm, hasMeta, opts, lock, cancelCleanup);
     } catch (e) {
       lock?.release();
       throw e;
@@ -333,9 +352,14 @@ export class Repository {
 
   /** Drop the lock. The object must not be used afterwards. */
   close(): void {
+    this.cancelCleanup?.();
+    this.cancelCleanup = null;
     this.lock?.release();
     this.lock = null;
   }
+
+  /** Cancels the removal of this run's temporary files on an interrupt (see open()). */
+  private cancelCleanup: (() => void) | null;
 
   // ---- objects -----------------------------------------------------------
 

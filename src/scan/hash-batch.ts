@@ -18,6 +18,7 @@ import { FsVerityHasher, fsverityDigestSmallInto, digestLength, verityAlgorithmI
 import type { HashBatch, HashBatchResult } from "./hash-pool.js";
 import { loadCfsNative } from "../util/native.js";
 import { openScanned } from "./open-scanned.js";
+import { isInterrupted } from "../util/interrupt.js";
 import { makeDirs } from "../util/make-dirs.js";
 
 /** The native hasher (native/cfsctl_native.c), where it was built. */
@@ -139,6 +140,8 @@ function copyByReads(fd: number, tmp: string, size: number): void {
 
 /** A temporary name in `dir` (made if missing) for a copy being stored. */
 function tmpIn(dir: string): string {
+  // Interrupted: no new temporary file for the cleanup to miss.
+  if (isInterrupted()) throw new Failure("interrupted");
   makeDirs(dir, 0o755);
   return path.join(dir, `.tmp-${process.pid}-${threadId}-${tmpCounter++}`);
 }

@@ -13,6 +13,7 @@ import os from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker, isMainThread } from "node:worker_threads";
 import { digestLength, verityAlgorithmId, type VerityAlgorithm } from "../fsverity/digest.js";
+import { shareInterruptFlag } from "../util/interrupt.js";
 import { loadCfsNative } from "../util/native.js";
 import { hashBatch } from "./hash-batch.js";
 
@@ -177,7 +178,10 @@ export class HashPool {
     const url = workerUrl();
     for (let i = 0; i < this.threads; i++) {
       // Workers only hash: small heaps keep the process's memory flat.
-      const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
+      const worker = new Worker(url, {
+        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+        workerData: { interrupt: shareInterruptFlag() },
+      });
       const slot: Slot = { worker, queued: 0 };
       worker.on("message", (r: HashBatchResult) => {
         slot.queued--;

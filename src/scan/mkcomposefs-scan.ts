@@ -11,6 +11,7 @@ import { describeSystemError } from "../util/errors.js";
 import { walk } from "./walk.js";
 import { commitObjects } from "./store.js";
 import { makeDirs } from "../util/make-dirs.js";
+import { onInterrupt, removeByPrefix } from "../util/interrupt.js";
 
 export interface MkcomposefsScanOptions {
   useEpoch: boolean;
@@ -33,6 +34,16 @@ export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptio
       throw describeSystemError(e, `cannot fill store ${store}`);
     }
   }
+  // Interrupted, the store keeps no temporary copy of this run (.tmp-PID-…, see hash-batch.ts).
+  const cancel = store ? onInterrupt(() => removeByPrefix(store, `.tmp-${process.pid}-`, 1)) : () => {};
+  try {
+    return await scanInto(dir, opts, store);
+  } finally {
+    cancel();
+  }
+}
+
+async function scanInto(dir: string, opts: MkcomposefsScanOptions, store: string | undefined): Promise<Inode> {
   const res = await walk(dir, {
     hardlinks: false,
     useEpoch: opts.useEpoch,

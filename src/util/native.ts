@@ -66,6 +66,8 @@ export interface CfsNative {
    * Returns the limit before.
    */
   setHashLimit(n: number): number;
+  /** writeFile and writeFiles create no file after this, in the whole process (an interrupted run). */
+  stopWrites(): void;
   /** The xattrs of a path itself (not following a symlink), packed as in scanDir's entries. */
   readXattrs(path: Uint8Array, xattrMode: 1 | 2): Buffer;
   /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */

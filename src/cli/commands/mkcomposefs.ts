@@ -8,6 +8,7 @@ import { CfsError, describeSystemError } from "../../util/errors.js";
 import { parseDumpfileFd, parseDumpfileFile } from "../../dumpfile/parse.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
+import { onInterrupt, removeQuietly } from "../../util/interrupt.js";
 import { writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 
@@ -181,6 +182,7 @@ function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, ha
   }
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   let fd = -1;
+  const cancel = onInterrupt(() => removeQuietly(tmp));
   try {
     writeImageTo(root, opts, (chunk) => {
       if (fd < 0) fd = fs.openSync(tmp, "wx", 0o644);
@@ -202,5 +204,7 @@ function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, ha
       }
     }
     throw describeSystemError(e, `write ${path}`);
+  } finally {
+    cancel();
   }
 }

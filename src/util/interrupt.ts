@@ -1,0 +1,104 @@
+/**
+ * What a run leaves when it is interrupted (SIGINT, SIGTERM, SIGHUP):
+ * registered cleanups remove its temporary files, then the signal is raised
+ * again with its default action, so the exit status still tells which
+ * signal ended the run. Cleanups run on the main thread once it gets
+ * control; a file a thread creates after that is left to `cfsctl gc`.
+ */
+import fs from "node:fs";
+import path from "node:path";
+
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+const stoppers = new Set<() => void>();
+const cleanups = new Set<() => void>();
+let installed = false;
+
+/**
+ * Set once the run is interrupted, shared with the worker threads
+ * (shareInterruptFlag / adoptInterruptFlag): they make no new temporary
+ * file after that, so the cleanups find every one.
+ */
+let flag = new Int32Array(new SharedArrayBuffer(4));
+
+/** The flag's memory, for a worker thread's workerData. */
+export function shareInterruptFlag(): SharedArrayBuffer {
+  return flag.buffer as SharedArrayBuffer;
+}
+
+/** In a worker thread: use the main thread's flag. */
+export function adoptInterruptFlag(shared: SharedArrayBuffer): void {
+  flag = new Int32Array(shared);
+}
+
+export function isInterrupted(): boolean {
+  return Atomics.load(flag, 0) !== 0;
+}
+
+/** Run `fn` first if the run is interrupted: stop threads making new temporary files. */
+export function onInterruptStop(fn: () => void): () => void {
+  return register(stoppers, fn);
+}
+
+/** Run `fn` if the run is interrupted (remove temporary files); returns the function that cancels it. */
+export function onInterrupt(fn: () => void): () => void {
+  return register(cleanups, fn);
+}
+
+function register(set: Set<() => void>, fn: () => void): () => void {
+  set.add(fn);
+  if (!installed) {
+    installed = true;
+    for (const sig of SIGNALS) process.on(sig, () => interrupted(sig));
+  }
+  return () => {
+    set.delete(fn);
+  };
+}
+
+function interrupted(sig: (typeof SIGNALS)[number]): void {
+  Atomics.store(flag, 0, 1);
+  runAll(stoppers);
+  // A thread that made a file just before it was stopped has made it by now.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  runAll(cleanups);
+  for (const s of SIGNALS) process.removeAllListeners(s);
+  process.kill(process.pid, sig);
+}
+
+function runAll(set: Set<() => void>): void {
+  for (const fn of set) {
+    try {
+      fn();
+    } catch {
+      // Best effort: the rest still run.
+    }
+  }
+  set.clear();
+}
+
+/** Remove the file at p if it is there. */
+export function removeQuietly(p: string): void {
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    // Gone already, or never made.
+  }
+}
+
+/**
+ * Remove the files whose names start with `prefix` in `dir` and, `depth`
+ * levels down, in its subdirectories (never following symlinks).
+ */
+export function removeByPrefix(dir: string, prefix: string, depth: number): void {
+  let ents: fs.Dirent[];
+  try {
+    ents = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const d of ents) {
+    const p = path.join(dir, d.name);
+    if (d.name.startsWith(prefix) && !d.isDirectory()) removeQuietly(p);
+    else if (depth > 0 && d.isDirectory()) removeByPrefix(p, prefix, depth - 1);
+  }
+}
