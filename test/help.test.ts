@@ -23,6 +23,16 @@ describe("help", () => {
     }
   });
 
+  it("no command is a usage error: the usage on stderr, nothing on stdout, exit 2; help asked for exits 0", () => {
+    for (const args of [[], ["info"]]) {
+      const r = cfsctl(args);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stdout.length).toBe(0);
+      expect(r.stderr).toMatch(/^Usage: cfsctl /);
+    }
+    for (const args of [["help"], ["help", "info"], ["info", "help"]]) expect(cfsctl(args).status, args.join(" ")).toBe(0);
+  });
+
   const all = [...top.map((c) => [c]), ...commandsOf(["info"]).map((c) => ["info", c])];
   for (const cmd of all) {
     it(`cfsctl ${cmd.join(" ")} --help shows its options and an example`, () => {

@@ -125,7 +125,10 @@ function isCommanderError(e: unknown): e is Error & { code: string } {
 
 function exitCodeFor(e: unknown): number {
   if (isCommanderError(e)) {
-    if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+    // Help asked for (`cfsctl help`) is a success; help shown because a command
+    // is missing (`cfsctl`, `cfsctl info`) is a usage error.
+    if (e.code === "commander.help") return (e as { exitCode?: number }).exitCode === 0 ? 0 : 2;
     return 2; // commander already printed the message and the usage
   }
   if (e instanceof UsageError) {

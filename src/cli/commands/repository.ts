@@ -88,7 +88,8 @@ export function registerRepository(program: Command): void {
         const out = new StdoutBuffer();
         for (const p of report.problems) out.write(`${p.severity}: ${p.path}: ${p.message}\n`);
         out.flush();
-        if (!g.quiet) {
+        // The summary on success; a failure's one line says it all.
+        if (!g.quiet && errors.length === 0) {
           process.stderr.write(
             `cfsctl: checked ${report.objectsChecked} objects, ${report.imagesChecked} images, ` +
               `${report.streamsChecked} streams, ${report.refsChecked} refs\n`,
