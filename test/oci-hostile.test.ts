@@ -8,6 +8,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { fsverityDigest } from "../src/fsverity/digest.js";
 import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
 import { gzip, header, tar, type Member } from "./tar-writer.js";
 
@@ -241,4 +242,35 @@ describe("damaged split streams", () => {
     }
     fs.writeFileSync(object, good);
   }, 120_000);
+
+  it("cat writes no byte it has not checked: a damaged stream or file object fails before any of it goes out", () => {
+    const r0 = tmpdir();
+    const content = crypto.randomBytes(100_000);
+    const layerTar = tar([{ name: "head", data: "h".repeat(5000) }, { name: "big", data: content }, { name: "tail", data: "t".repeat(5000) }]);
+    const layer = path.join(tmpdir(), "layer.tar");
+    fs.writeFileSync(layer, layerTar);
+    expect(cfsctl(["--repo", r0, "-q", "import-oci", layer]).status).toBe(0);
+    const diffId = `sha256:${crypto.createHash("sha256").update(layerTar).digest("hex")}`;
+    const objectOf = (data: Buffer) => {
+      const hex = fsverityDigest(data).toString("hex");
+      return path.join(r0, "objects", hex.slice(0, 2), hex.slice(2));
+    };
+    const stream = path.resolve(path.join(r0, "streams"), fs.readlinkSync(path.join(r0, "streams", `oci-layer-${diffId}`)));
+    for (const object of [objectOf(content), stream]) {
+      const good = fs.readFileSync(object);
+      const bad = Buffer.from(good);
+      bad[bad.length >> 1] ^= 0x20;
+      fs.writeFileSync(object, bad);
+      const r = cfsctl(["--repo", r0, "cat", diffId]);
+      fs.writeFileSync(object, good);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^cfsctl: error: layer sha256:[0-9a-f]+: object [0-9a-f]{2}\/[0-9a-f]+ does not match its name \(run cfsctl fsck\)\n$/);
+      // What came out before the failure is the layer's own beginning, none of the damaged object.
+      expect(r.stdout.length).toBeLessThan(layerTar.length - content.length);
+      expect(layerTar.subarray(0, r.stdout.length).equals(r.stdout)).toBe(true);
+    }
+    const ok = cfsctl(["--repo", r0, "cat", diffId]);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout.equals(layerTar)).toBe(true);
+  });
 });

@@ -27,6 +27,7 @@ import { syncFilesystem } from "../../scan/store.js";
 import { applyContainerRules, type Relabeller } from "../../tree/container-rules.js";
 import { readTreeFile } from "../../tree/lookup.js";
 import { writeImage } from "../../erofs/writer.js";
+import { fsverityDigestFdSync } from "../../fsverity/digest.js";
 import { CfsError } from "../../util/errors.js";
 import { writeAllSync, writeStdout } from "../io.js";
 import { globalOptions } from "../main.js";
@@ -182,25 +183,49 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
 }
 
 /** The stream a LAYER argument names: `sha256:<diff_id>`, a stream digest, a stream id, or `refs/NAME`. */
-function resolveLayerStream(repo: Repository, arg: string): { file: string; what: string; diffId?: string } {
+function resolveLayerStream(repo: Repository, arg: string): { file: string; hex: string; what: string; diffId?: string } {
   if (/^sha256:[0-9a-f]{64}$/.test(arg)) {
     const id = layerStreamId(arg);
     const hex = repo.hasStream(id);
     if (hex === null) throw new CfsError(`no layer with diff_id ${arg} in the repository`);
-    return { file: repo.objectPath(hex), what: `layer ${arg}`, diffId: arg };
+    return { file: repo.objectPath(hex), hex, what: `layer ${arg}`, diffId: arg };
   }
   if (/^[0-9a-f]+$/.test(arg) && (arg.length === 64 || arg.length === 128)) {
     const hex = repo.digestHex(arg);
     if (!repo.hasObject(hex)) throw new CfsError(`no stream object ${arg} in the repository`);
-    return { file: repo.objectPath(hex), what: `stream ${arg}` };
+    return { file: repo.objectPath(hex), hex, what: `stream ${arg}` };
   }
   const s = repo.resolveStream(arg);
   const m = /^oci-layer-(sha256:[0-9a-f]{64})$/.exec(s.streamId);
-  return { file: s.path, what: `stream ${arg}`, diffId: m ? m[1] : undefined };
+  return { file: s.path, hex: s.digest, what: `stream ${arg}`, diffId: m ? m[1] : undefined };
 }
 
+/** Check that the open object `fd` holds what its name `hex` says (fs-verity digest), before any of it is used. */
+function checkObject(repo: Repository, fd: number, hex: string, what: string): void {
+  if (fsverityDigestFdSync(fd, repo.algorithm).toString("hex") !== repo.digestHex(hex)) {
+    throw new CfsError(`${what}: object ${repo.objectName(hex)} does not match its name (run cfsctl fsck)`);
+  }
+}
+
+/**
+ * Write a stored layer to stdout. Nothing unchecked goes out: the stream's
+ * own object and each object it refers to are hashed and compared with
+ * their names before their bytes are written (a damaged repository fails
+ * before the first damaged byte, not after writing it).
+ */
 async function catLayer(repo: Repository, arg: string): Promise<void> {
-  const { file, what, diffId } = resolveLayerStream(repo, arg);
+  const { file, hex, what, diffId } = resolveLayerStream(repo, arg);
+  let sfd: number;
+  try {
+    sfd = fs.openSync(file, "r");
+  } catch {
+    throw new CfsError(`${what}: its object ${repo.objectName(hex)} is missing (run cfsctl fsck)`);
+  }
+  try {
+    checkObject(repo, sfd, hex, what);
+  } finally {
+    fs.closeSync(sfd);
+  }
   const ss = openSplitStream(file, repo.algorithm, what);
   if (!ss.contentType.equals(CONTENT_TYPE_LAYER)) {
     throw new CfsError(`${what}: not a layer (content type ${JSON.stringify(ss.contentType.toString("latin1"))})`);
@@ -226,9 +251,11 @@ async function catLayer(repo: Repository, arg: string): Promise<void> {
       throw new CfsError(`${what}: object ${repo.objectName(c.external)} is missing (run cfsctl fsck)`);
     }
     try {
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
+      checkObject(repo, fd, typeof c.external === "string" ? c.external : Buffer.from(c.external).toString("hex"), what);
+      for (let pos = 0; ; ) {
+        const n = fs.readSync(fd, buf, 0, buf.length, pos);
         if (n === 0) break;
+        pos += n;
         out(buf.subarray(0, n));
       }
     } finally {
