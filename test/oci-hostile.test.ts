@@ -51,6 +51,8 @@ function refused(files: Buffer[] | string[], message: RegExp): void {
   expect(r.stdout.length).toBe(0);
   expect(r.stderr).toMatch(/^cfsctl: error: [^\n]+\n$/);
   expect(r.stderr).toMatch(message);
+  // The file is named once, not once per layer of the code that passed the error on.
+  expect(r.stderr).not.toMatch(/ (\S+): \1: /);
   expect(listing(repo)).toEqual(before);
 }
 
@@ -97,11 +99,11 @@ describe("hostile layers", () => {
       const z = gzip(tar([{ name: "f", data: crypto.randomBytes(100000) }]));
       z.fill(0x55, 100, 200);
       return [z];
-    }, /gzip|checksum|truncated/],
+    }, /layer0\.tar: (gzip|tar): /],
     ["corrupt zstd", () => {
       const z = fs.readFileSync(path.join(G, "layer1.tar.zst"));
       return [Buffer.concat([z.subarray(0, 5000), Buffer.alloc(3000, 0x5a)])];
-    }, /zstd|truncated|checksum/],
+    }, /layer0\.tar: (zstd|tar): /],
     ["sparse map past the end of the file", () => [tar([{ name: "GNUSparseFile.0/s", data: "x", pax: { "GNU.sparse.size": "10", "GNU.sparse.map": "100,1", "GNU.sparse.name": "s" } }])], /sparse map/],
     ["unsupported entry type", () => [tar([{ name: "v", type: "V" }])], /unsupported tar entry type/],
     // A NUL byte would end the name to every C reader (and the kernel): refused, as Go's archive/tar does.

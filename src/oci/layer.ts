@@ -72,8 +72,14 @@ async function* hashing(src: AsyncIterable<Buffer>, h: StreamSha256): AsyncGener
   }
 }
 
+/** A CfsError's message with `label` in front, unless it names the layer already. */
+function named(label: string, e: unknown): unknown {
+  if (!(e instanceof CfsError) || e.message.startsWith(`${label}: `)) return e;
+  return new CfsError(`${label}: ${e.message}`);
+}
+
 /** The uncompressed bytes of a blob, decompressor chosen from its first bytes. */
-async function* decompressed(raw: AsyncIterable<Buffer>, label: string, onPlain: () => void): AsyncGenerator<Buffer> {
+async function* decompressed(raw: AsyncIterable<Buffer>, onPlain: () => void): AsyncGenerator<Buffer> {
   const it = raw[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let have = 0;
@@ -101,12 +107,13 @@ async function* decompressed(raw: AsyncIterable<Buffer>, label: string, onPlain:
       for await (const b of gunzip) yield b as Buffer;
     } catch (e) {
       if (e instanceof CfsError) throw e;
-      throw new CfsError(`${label}: gzip: ${(e as Error).message}`);
+      // The caller names the layer.
+      throw new CfsError(`gzip: ${(e as Error).message}`);
     }
     return;
   }
   if (first.length >= 4 && first.readUInt32LE(0) === 0xfd2fb528) {
-    yield* zstdDecompress(rest(), label);
+    yield* zstdDecompress(rest(), "zstd");
     return;
   }
   onPlain();
@@ -145,7 +152,7 @@ export class LayerReader {
     const rawChunks = hashing(raw as AsyncIterable<Buffer>, blobHash);
     // An uncompressed blob is its own tar: its digest is the diff_id, hashed once.
     let isPlain = false;
-    const plainBytes = decompressed(rawChunks, blob.label, () => (isPlain = true));
+    const plainBytes = decompressed(rawChunks, () => (isPlain = true));
     const plain = (async function* () {
       for await (const b of plainBytes) {
         if (!isPlain) await diffHash.updateBounded(b, HASH_BACKLOG);
@@ -168,7 +175,7 @@ export class LayerReader {
       }, onEntry);
     } catch (e) {
       raw.destroy();
-      throw e instanceof CfsError ? new CfsError(`${blob.label}: ${e.message}`) : e;
+      throw named(blob.label, e);
     }
     const blobDigest = `sha256:${(await blobHash.digest()).toString("hex")}`;
     const diffId = isPlain ? blobDigest : `sha256:${(await diffHash.digest()).toString("hex")}`;
@@ -187,7 +194,7 @@ export class LayerReader {
     try {
       await this.entries(tar, async () => undefined, async () => (await tar.externalContent()).external, onEntry);
     } catch (e) {
-      throw e instanceof CfsError ? new CfsError(`${label}: ${e.message}`) : e;
+      throw named(label, e);
     }
   }
 

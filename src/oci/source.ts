@@ -221,6 +221,8 @@ function fromLayout(store: Store, tag: string | undefined, kind: "oci-layout" | 
     }
   } else if (manifests.length === 1) {
     chosen = manifests[0];
+  } else if (manifests.length === 0) {
+    throw new CfsError(`${where}: index.json lists no manifest`);
   } else {
     const tags = manifests.map((m) => m.annotations?.[REF_NAME] ?? m.digest);
     throw new CfsError(`${where}: ${manifests.length} manifests: name one as ${where}:TAG (tags: ${tags.join(", ")})`);

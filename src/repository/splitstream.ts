@@ -294,7 +294,7 @@ export function openSplitStream(file: string, algorithm: VerityAlgorithm, what: 
     const namedRefs = new Map<string, Buffer>();
     if (nre > nrs) {
       if (nre - nrs > 16 << 20) throw bad("named_refs section too large");
-      const text = zstdDecompressSync(read(nrs, nre), what).toString("utf8");
+      const text = zstdDecompressSync(read(nrs, nre), `${what}: zstd`).toString("utf8");
       for (const rec of text.split("\0")) {
         if (rec === "") continue;
         const m = /^([0-9]+):(.*)$/s.exec(rec);
@@ -329,7 +329,7 @@ async function* readChunks(
 ): AsyncGenerator<Chunk> {
   if (end === start) return;
   const compressed = fs.createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
-  const r = new ByteReader(zstdDecompress(compressed, what)[Symbol.asyncIterator](), undefined);
+  const r = new ByteReader(zstdDecompress(compressed, `${what}: zstd`)[Symbol.asyncIterator](), undefined);
   let inlineTotal = 0n;
   for (;;) {
     const head = await r.read(8);

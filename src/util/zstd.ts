@@ -15,7 +15,11 @@ function childFailure(child: ChildProcess, what: string): Promise<void> {
     child.on("error", (e: NodeJS.ErrnoException) => reject(new CfsError(e.code === "ENOENT" ? `${what}: ${MISSING}` : `${what}: ${e.message}`)));
     child.on("close", (code, signal) => {
       if (code === 0) resolve();
-      else reject(new CfsError(`${what}: zstd failed: ${err.trim().split("\n").pop() || (signal ? `killed by ${signal}` : `exit ${code}`)}`));
+      else {
+        // zstd's last line, without the name it gives standard input ("/*stdin*\ : ").
+        const why = err.trim().split("\n").pop()?.replace(/^\/\*stdin\*\\ : /, "");
+        reject(new CfsError(`${what}: ${why || (signal ? `killed by ${signal}` : `exit ${code}`)}`));
+      }
     });
   });
 }
