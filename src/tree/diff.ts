@@ -89,10 +89,32 @@ function content(n: Inode): string {
   return "external:unknown";
 }
 
+/**
+ * The markers an image writer gives a directory that holds a whiteout
+ * (char 0/0): `opaque=x` in both overlay namespaces (upstream
+ * lcfs-writer-erofs.c, format version 1). An image read back shows them, a
+ * scanned directory or a dumpfile does not: they say nothing the whiteout
+ * does not, so they are not compared.
+ */
+const WHITEOUT_MARKERS = new Set(["trusted.overlay.opaque", "user.overlay.opaque"]);
+
+function holdsWhiteout(n: Inode): boolean {
+  for (const e of n.entries ?? []) {
+    const t = e.inode.mode & S_IFMT;
+    if (t === S_IFCHR && e.inode.rdev === 0) return true;
+  }
+  return false;
+}
+
 /** Xattrs by raw name (latin1), values escaped. */
 function xattrMap(n: Inode): Map<string, string> {
   const m = new Map<string, string>();
-  for (const x of n.xattrs) m.set(x.key.toString("latin1"), escape(x.value, Escape.Equal));
+  const markers = (n.mode & S_IFMT) === S_IFDIR && holdsWhiteout(n);
+  for (const x of n.xattrs) {
+    const k = x.key.toString("latin1");
+    if (markers && WHITEOUT_MARKERS.has(k) && x.value.length === 1 && x.value[0] === 0x78) continue;
+    m.set(k, escape(x.value, Escape.Equal));
+  }
   return m;
 }
 
