@@ -3,13 +3,14 @@
  * mkcomposefs writes (tests/test-checksums.sh), and fsck.erofs accepts it.
  */
 import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseDumpfile } from "../src/dumpfile/parse.js";
 import { writeImage, writeImageTo } from "../src/erofs/writer.js";
 import { imageDigest } from "../src/erofs/image-digest.js";
-import { ASSETS, NOT_STRICT, assetDump, assetNames, assetVersion, cfsctl, fsckErofs, readText, tmpdir } from "./helpers.js";
+import { ASSETS, CLI, NOT_STRICT, assetDump, assetNames, assetVersion, cfsctl, fsckErofs, readText, tmpdir } from "./helpers.js";
 
 const work = tmpdir();
 
@@ -86,6 +87,42 @@ describe("the mkcomposefs command", () => {
     );
     const bad = cfsctl(["mkcomposefs", "--from-file", "--min-version=2", "-", out], { input: dump });
     expect(bad.status).toBe(1);
+  });
+
+  it("writes into an IMAGE that is a symlink, a file of several names, a FIFO or a device, as upstream, instead of replacing it", () => {
+    const work = tmpdir();
+    const dump = path.join(ASSETS, "special.dump");
+    const want = cfsctl(["mkcomposefs", "--from-file", dump, "-"]).stdout;
+    const to = (name: string) => cfsctl(["mkcomposefs", "--from-file", dump, path.join(work, name)]);
+    fs.writeFileSync(path.join(work, "target"), "old");
+    fs.symlinkSync("target", path.join(work, "link"));
+    expect(to("link").status).toBe(0);
+    expect(fs.lstatSync(path.join(work, "link")).isSymbolicLink()).toBe(true);
+    expect(fs.readFileSync(path.join(work, "target")).equals(want)).toBe(true);
+    fs.linkSync(path.join(work, "target"), path.join(work, "second-name"));
+    fs.writeFileSync(path.join(work, "target"), "old again");
+    expect(to("target").status).toBe(0);
+    expect(fs.readFileSync(path.join(work, "second-name")).equals(want)).toBe(true);
+    // A plain file of one name is replaced atomically (a failed run leaves the old one).
+    fs.writeFileSync(path.join(work, "plain"), "old");
+    expect(to("plain").status).toBe(0);
+    expect(fs.readFileSync(path.join(work, "plain")).equals(want)).toBe(true);
+    const fifo = path.join(work, "fifo");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    const reader = spawnSync("sh", ["-c", `cat "$1" > "$2" & "$3" "$4" mkcomposefs --from-file "$5" "$1"; wait`, "sh", fifo, path.join(work, "from-fifo"), process.execPath, CLI, dump]);
+    expect(reader.status, reader.stderr.toString()).toBe(0);
+    expect(fs.readFileSync(path.join(work, "from-fifo")).equals(want)).toBe(true);
+    expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
+    const dev = path.join(work, "null");
+    if (spawnSync("mknod", ["-m", "666", dev, "c", "1", "3"]).status !== 0) return console.log("device target not checked: mknod refused");
+    expect(to("null").status).toBe(0);
+    expect(fs.lstatSync(dev).isCharacterDevice()).toBe(true);
+    const full = path.join(work, "full");
+    expect(spawnSync("mknod", ["-m", "666", full, "c", "1", "7"]).status).toBe(0);
+    const r = to("full");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^cfsctl: error: [^\n]*No space left on device\n$/);
+    expect(fs.lstatSync(full).isCharacterDevice()).toBe(true);
   });
 
   it("leaves no image behind when the input is bad", () => {

@@ -2,7 +2,6 @@
 import fs from "node:fs";
 import tty from "node:tty";
 import { CfsError, describeSystemError } from "../util/errors.js";
-import { onInterrupt, removeQuietly } from "../util/interrupt.js";
 import { readSyncWaiting } from "../util/read-sync.js";
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -84,32 +83,3 @@ export function readInput(path: string): Buffer {
   }
 }
 
-/** Write a file atomically: temporary name in the same directory, fsync, rename. */
-export function writeFileAtomic(path: string, data: Uint8Array): void {
-  if (path === "-") {
-    if (process.stdout.isTTY) throw new CfsError("stdout is a tty. Refusing to use it");
-    writeStdout(data);
-    return;
-  }
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  let fd = -1;
-  const cancel = onInterrupt(() => removeQuietly(tmp));
-  try {
-    fd = fs.openSync(tmp, "wx", 0o644);
-    writeAllSync(fd, data);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
-    fs.renameSync(tmp, path);
-  } catch (e) {
-    if (fd >= 0) fs.closeSync(fd);
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* nothing to clean up */
-    }
-    throw describeSystemError(e, `write ${path}`);
-  } finally {
-    cancel();
-  }
-}

@@ -161,11 +161,45 @@ export async function runMkcomposefs(source: string, image: string | undefined, 
 }
 
 /**
+ * Whether IMAGE may be replaced by a new file: it does not exist, or is a
+ * regular file of one name. Anything else (a symlink, a device such as
+ * /dev/null, a FIFO, a file with other names) is written into, as upstream
+ * mkcomposefs does: replacing it would destroy what the name stands for.
+ */
+function replaceable(path: string): boolean {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return true;
+  }
+  return st.isFile() && st.nlink === 1;
+}
+
+/** Write the image into the existing `path` (through a symlink, into a device or FIFO), as upstream does. */
+function writeInto(root: Inode, opts: WriteOptions, path: string, hash: ((chunk: Buffer) => void) | null): void {
+  let fd = -1;
+  try {
+    writeImageTo(root, opts, (chunk) => {
+      if (fd < 0) fd = fs.openSync(path, "w", 0o644);
+      writeAllSync(fd, chunk);
+      hash?.(chunk);
+    });
+    if (fd < 0) fd = fs.openSync(path, "w", 0o644);
+    if (fs.fstatSync(fd).isFile()) fs.fsyncSync(fd);
+  } catch (e) {
+    throw describeSystemError(e, `write ${path}`);
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
+  }
+}
+
+/**
  * Write the image as it is produced, a chunk at a time (never whole in
- * memory), to `path` (`-`: stdout; null: nowhere) and to `hash`. A file is
- * written under a temporary name, synced and renamed, so a failed run leaves
- * no partial image; it is created only once the tree has passed every check
- * of the writer.
+ * memory), to `path` (`-`: stdout; null: nowhere) and to `hash`. A new or
+ * regular file is written under a temporary name, synced and renamed, so a
+ * failed run leaves no partial image; it is created only once the tree has
+ * passed every check of the writer. Any other IMAGE is written into.
  */
 function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, hash: ((chunk: Buffer) => void) | null): void {
   if (path === "-") {
@@ -178,6 +212,10 @@ function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, ha
   }
   if (path === null) {
     writeImageTo(root, opts, (chunk) => hash?.(chunk));
+    return;
+  }
+  if (!replaceable(path)) {
+    writeInto(root, opts, path, hash);
     return;
   }
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
