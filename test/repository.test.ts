@@ -99,6 +99,32 @@ describe("init and meta.json", () => {
   });
 });
 
+describe("where the repository is", () => {
+  it("an empty --repo is a usage error, not the working directory", () => {
+    const cwd = tmpdir();
+    const r = cfsctl(["--repo", "", "init"], { cwd });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^cfsctl: --repo needs a directory/);
+    expect(fs.readdirSync(cwd)).toEqual([]);
+  });
+
+  it.skipIf(!isRoot)("without --repo, a user whose HOME is empty or relative gets an error, not a repository below the working directory", () => {
+    const cwd = tmpdir();
+    fs.chmodSync(cwd, 0o777);
+    for (const home of ["", "relative/home"]) {
+      const r = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, path.join(ROOT, "bin/cfsctl"), "init"], {
+        cwd,
+        env: { ...process.env, HOME: home, CFSCTL_REPO: "" },
+        encoding: "utf8",
+      });
+      if (r.error) return console.log(`setpriv not runnable: ${r.error.message}`);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toBe("cfsctl: error: no repository given and no home directory for the default one: use --repo or CFSCTL_REPO\n");
+    }
+    expect(fs.readdirSync(cwd)).toEqual([]);
+  });
+});
+
 describe("objects", () => {
   it("stores a buffer atomically under its fs-verity digest, mode 0644", () => {
     const repo = newRepo();

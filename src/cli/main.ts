@@ -76,6 +76,7 @@ export function globalOptions(cmd: Command): GlobalOptions {
   while (root.parent) root = root.parent;
   const o = root.opts();
   if (o.hash !== "sha256" && o.hash !== "sha512") throw new UsageError(`--hash must be sha256 or sha512, not ${o.hash}`);
+  if (o.repo === "") throw new UsageError("--repo needs a directory (an empty one would be the working directory)");
   return { repo: o.repo, hash: o.hash, requireVerity: !!o.requireVerity, quiet: !!o.quiet };
 }
 

@@ -99,7 +99,16 @@ export function defaultRepoPath(): string {
   const env = process.env.CFSCTL_REPO;
   if (env) return env;
   if (process.getuid?.() === 0) return "/sysroot/composefs";
-  return path.join(os.homedir(), ".var", "lib", "composefs");
+  // Never a repository below the working directory by accident: an empty or
+  // relative HOME (or none at all) is an error, not a place.
+  let home: string;
+  try {
+    home = os.homedir();
+  } catch {
+    home = "";
+  }
+  if (!path.isAbsolute(home)) throw new CfsError("no repository given and no home directory for the default one: use --repo or CFSCTL_REPO");
+  return path.join(home, ".var", "lib", "composefs");
 }
 
 export function algorithmId(alg: VerityAlgorithm): string {
