@@ -85,8 +85,12 @@ describe("the mkcomposefs command", () => {
     expect(createHash("sha256").update(fs.readFileSync(out)).digest("hex")).toBe(
       "68cdbbd03000f3e79694d8d00abf8c348a1c2ff9fd60edab9870fc7be4541f6b",
     );
-    const bad = cfsctl(["mkcomposefs", "--from-file", "--min-version=2", "-", out], { input: dump });
-    expect(bad.status).toBe(1);
+    // Option values out of range are usage errors, before anything is read or written.
+    for (const args of [["--min-version=2"], ["--max-version=-1"], ["--min-version=1x"], ["--threads=0"], ["--threads=abc"]]) {
+      const bad = cfsctl(["mkcomposefs", "--from-file", ...args, "-", out], { input: dump });
+      expect(bad.status, args.join(" ")).toBe(2);
+      expect(bad.stderr).toMatch(/^cfsctl: Invalid (min version|max version|threads count) [^\n]*\n$/);
+    }
   });
 
   it("writes into an IMAGE that is a symlink, a file of several names, a FIFO or a device, as upstream, instead of replacing it", () => {

@@ -6,6 +6,7 @@ import type { Command } from "commander";
 import fs from "node:fs";
 import { CfsError, describeSystemError } from "../../util/errors.js";
 import { parseDumpfileFd, parseDumpfileFile } from "../../dumpfile/parse.js";
+import { COMPOSEFS_VERSION_MAX } from "../../erofs/format.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
 import { onInterrupt, removeQuietly } from "../../util/interrupt.js";
@@ -26,9 +27,12 @@ export interface Opts {
   threads?: string;
 }
 
+/** --min-version / --max-version: a format version cfsctl writes, else a usage error. */
 function parseVersion(v: string, what: string): number {
-  if (!/^[+-]?\d+$/.test(v)) throw new CfsError(`Invalid ${what} version ${v}`);
-  return Number(v);
+  if (!/^[+-]?\d+$/.test(v)) throw new UsageError(`Invalid ${what} version ${v}`);
+  const n = Number(v);
+  if (n < 0 || n > COMPOSEFS_VERSION_MAX) throw new UsageError(`Invalid ${what} version ${v}: format versions are 0 to ${COMPOSEFS_VERSION_MAX}`);
+  return n;
 }
 
 export function registerMkcomposefs(program: Command): void {
@@ -121,7 +125,7 @@ export async function runMkcomposefs(source: string, image: string | undefined, 
   }
   let threads: number | undefined;
   if (o.threads !== undefined) {
-    if (!/^\d+$/.test(o.threads) || Number(o.threads) <= 0) throw new CfsError(`Invalid threads count ${o.threads}`);
+    if (!/^\d+$/.test(o.threads) || Number(o.threads) <= 0) throw new UsageError(`Invalid threads count ${o.threads}`);
     threads = Number(o.threads);
   }
   if (source === "") throw new CfsError("Empty source path specified");
