@@ -182,3 +182,32 @@ describe("--name", () => {
     }
   });
 });
+
+describe("a store that cannot take the objects", () => {
+  it.skipIf(!isRoot)("full or read-only: one line naming the store's directory (not the scanned file), and no temporary file left", () => {
+    const tree = tmpdir();
+    fs.writeFileSync(path.join(tree, "big"), Buffer.alloc(3 << 20, 7));
+    fs.writeFileSync(path.join(tree, "small"), Buffer.alloc(300, 9));
+    const small = tmpdir();
+    const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", small]);
+    if (m.status !== 0) return console.log(`store checks not run: tmpfs mount refused (${m.stderr})`);
+    try {
+      for (const [args, where] of [
+        [["--repo", path.join(small, "repo"), "create-image", tree], path.join(small, "repo", "objects")],
+        [["mkcomposefs", `--digest-store=${path.join(small, "store")}`, tree, path.join(tmpdir(), "x.img")], path.join(small, "store")],
+      ] as const) {
+        const r = cfsctl([...args]);
+        expect(r.status).toBe(1);
+        expect(r.stderr).toMatch(new RegExp(`^cfsctl: error: ${where}/[0-9a-f]{2}: ENOSPC \\(\\w+\\)\\n$`));
+        expect(execFileSync("find", [small, "-name", ".tmp-*"]).toString()).toBe("");
+      }
+      // Read-only: the same, EROFS.
+      spawnSync("mount", ["-o", "remount,ro", small]);
+      const r = cfsctl(["--repo", path.join(small, "repo"), "create-image", tree]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^cfsctl: error: ${path.join(small, "repo")}[^\\n]*: (EROFS|Read-only file system)[^\\n]*\\n$`));
+    } finally {
+      spawnSync("umount", [small]);
+    }
+  });
+});

@@ -56,8 +56,25 @@ function sameIno(a: number, b: number): boolean {
 
 /** A file that cannot be hashed or stored; its message goes to the result as it is. */
 export class Failure {
-  constructor(readonly message: string) {}
+  /** where: the path the message is about, when not the scanned file (a store's directory). */
+  constructor(
+    readonly message: string,
+    readonly where: string | null = null,
+  ) {}
 }
+
+/** Run fn, a step that only writes to the store at `where`: its system errors name that place, not the scanned file. */
+function inStore<T>(where: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof Failure || typeof (e as NodeJS.ErrnoException).code !== "string") throw e;
+    throw new Failure(failureMessage(e), where);
+  }
+}
+
+/** Errors of a copy that come from where it goes (a full, read-only or forbidden store). */
+const STORE_SIDE = new Set(["ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG"]);
 
 /**
  * Read a file of fewer than CHUNK bytes whole into `buf` with reads of
@@ -182,11 +199,13 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
 
     const obj = objectDir(store, out, at, digestLength(alg));
     if (obj.exists) return null;
-    tmp = tmpIn(obj.dir);
+    const dir = obj.dir;
+    tmp = inStore(dir, () => tmpIn(dir));
     if (whole) {
-      writeSmall(tmp, total);
+      const t = tmp;
+      inStore(dir, () => writeSmall(t, total));
     } else {
-      copyScanned(job, tmp);
+      copyToStore(job, tmp, dir);
       if (!unchanged(fd, job, total)) throw new Failure("changed while it was read");
     }
     const done = tmp;
@@ -195,6 +214,17 @@ function hashOne(job: Job, alg: VerityAlgorithm, store: string | null, out: Uint
   } finally {
     if (fd >= 0) fs.closeSync(fd);
     if (tmp !== null) fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** copyScanned, its errors on the store's side naming the store. */
+function copyToStore(job: Job, tmp: string, dir: string): void {
+  try {
+    copyScanned(job, tmp);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!(e instanceof Failure) && code !== undefined && STORE_SIDE.has(code)) throw new Failure(failureMessage(e), dir);
+    throw e;
   }
 }
 
@@ -216,16 +246,17 @@ const check = new Uint8Array(64);
  */
 function storeChecked(job: Job, alg: VerityAlgorithm, dir: string, digests: Uint8Array, at: number, hashLen: number): string {
   const algId = verityAlgorithmId(alg);
-  let tmp: string | null = tmpIn(dir);
+  let tmp: string | null = inStore(dir, () => tmpIn(dir));
   let fd = -1;
   try {
     if (job.size < CHUNK) {
       fd = openScanned(job.path);
       readSmall(fd, job.size);
       native!.verityDigest(buf.subarray(0, job.size), algId, check, 0);
-      writeSmall(tmp, job.size);
+      const t = tmp;
+      inStore(dir, () => writeSmall(t, job.size));
     } else {
-      copyScanned(job, tmp);
+      copyToStore(job, tmp, dir);
       const st = fs.statSync(tmp);
       const p = Buffer.from(tmp);
       const errors = native!.hashFiles(p, Uint32Array.of(p.length), Float64Array.of(st.size, st.ino, st.mtimeMs), algId, check);
@@ -280,7 +311,7 @@ export function hashBatch(b: HashBatch): HashBatchResult {
       if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
     } catch (e) {
       (errors ??= new Array<string | null>(n).fill(null))[i] = failureMessage(e);
-      (errorPaths ??= new Array<string | null>(n).fill(null))[i] = job.path.toString("utf8");
+      (errorPaths ??= new Array<string | null>(n).fill(null))[i] = e instanceof Failure && e.where !== null ? e.where : job.path.toString("utf8");
     }
   }
   return { first: b.first, n, digests, errors, errorPaths, tmps };

@@ -16,8 +16,8 @@ function childFailure(child: ChildProcess, what: string): Promise<void> {
     child.on("close", (code, signal) => {
       if (code === 0) resolve();
       else {
-        // zstd's last line, without the name it gives standard input ("/*stdin*\ : ").
-        const why = err.trim().split("\n").pop()?.replace(/^\/\*stdin\*\\ : /, "");
+        // zstd's last line, without the name it gives its standard input or output ("/*stdin*\ : ").
+        const why = err.trim().split("\n").pop()?.replace(/^\/\*std(in|out)\*\\ ?: /, "");
         reject(new CfsError(`${what}: ${why || (signal ? `killed by ${signal}` : `exit ${code}`)}`));
       }
     });
