@@ -217,11 +217,65 @@ static int cmp_names(const void *a, const void *b) {
  * Open a directory by path; a path longer than the kernel takes is opened
  * one component at a time (never following a symlink on the way).
  */
+/*
+ * The last directory open_dir reached by a path past PATH_MAX, per thread
+ * (for a relative path, with the working directory it was relative to). A
+ * walk goes depth first, so the next long path most often starts with it:
+ * only the components after it are opened, not all of them again (a tree
+ * 2000 levels deep took seconds of system time otherwise).
+ */
+static __thread char *long_path;
+static __thread size_t long_len;
+static __thread int long_fd = -1;
+static __thread dev_t long_cwd_dev;
+static __thread ino_t long_cwd_ino;
+
+/* The working directory's identity (0, 0 when it cannot be read). */
+static void cwd_id(dev_t *dev, ino_t *ino) {
+  struct stat st;
+  if (stat(".", &st) != 0) st.st_dev = 0, st.st_ino = 0;
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+}
+
+static void remember_long(const char *path, size_t len, int fd) {
+  char *p = malloc(len + 1);
+  int keep = p ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (keep < 0) {
+    free(p);
+    return;
+  }
+  memcpy(p, path, len + 1);
+  if (long_fd >= 0) close(long_fd);
+  free(long_path);
+  long_path = p;
+  long_len = len;
+  long_fd = keep;
+  if (path[0] != '/') cwd_id(&long_cwd_dev, &long_cwd_ino);
+}
+
+/* Whether the remembered directory is a prefix of path (and, for a relative one, the working directory the same). */
+static int long_prefix(const char *path, size_t len) {
+  if (long_fd < 0 || len <= long_len || path[long_len] != '/' || memcmp(path, long_path, long_len) != 0) return 0;
+  if (path[0] == '/') return 1;
+  dev_t dev;
+  ino_t ino;
+  cwd_id(&dev, &ino);
+  return ino != 0 && dev == long_cwd_dev && ino == long_cwd_ino;
+}
+
 static int open_dir(const char *path) {
   int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0 || errno != ENAMETOOLONG) return fd;
-  fd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  char *copy = strdup(path);
+  size_t len = strlen(path);
+  const char *rest = path;
+  if (long_prefix(path, len)) {
+    fd = fcntl(long_fd, F_DUPFD_CLOEXEC, 0);
+    rest = path + long_len;
+  } else {
+    fd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }
+  char *copy = strdup(rest);
   if (!copy) {
     if (fd >= 0) close(fd);
     errno = ENOMEM;
@@ -236,6 +290,7 @@ static int open_dir(const char *path) {
     errno = e;
   }
   free(copy);
+  if (fd >= 0) remember_long(path, len, fd);
   return fd;
 }
 

@@ -10,7 +10,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as xattr from "fs-xattr";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { HashPool } from "../src/scan/hash-pool.js";
 import { PackedEntries, forEachPackedXattr } from "../src/scan/packed-entries.js";
@@ -181,6 +181,58 @@ describe("native fs-verity", () => {
     const link = path.join(work, "link-to-ok");
     fs.symlinkSync(target, link);
     expect(hashFiles([{ ...jobOf(target), path: link }])).toEqual(["ELOOP (open)"]);
+  });
+});
+
+describe("native scanDir past PATH_MAX", () => {
+  // Two trees with the same deep relative path (40 levels of 200-byte names,
+  // 8 KB): the leaf is "a" in one and "b" in the other.
+  const level = "d" + "x".repeat(199);
+  const rel = Array(40).fill(level).join("/");
+  const roots = ["one", "two"].map((t) => path.join(work, "deep-cache", t));
+  beforeAll(() => {
+    roots.forEach((root, i) => {
+      fs.mkdirSync(root, { recursive: true });
+      const r = spawnSync(process.execPath, ["-e", `process.chdir(process.argv[1]); for (let i = 0; i < 40; i++) { fs.mkdirSync(process.argv[2]); process.chdir(process.argv[2]); } fs.writeFileSync(process.argv[3], "")`, root, level, i === 0 ? "a" : "b"]);
+      if (r.status !== 0) throw new Error(r.stderr.toString());
+    });
+  });
+  // rm(1) removes such trees; Node's recursive rmSync of the test directory cannot (ENAMETOOLONG).
+  afterAll(() => {
+    spawnSync("rm", ["-rf", path.join(work, "deep-cache")]);
+  });
+  const names = (p: string) => {
+    const e = new PackedEntries(native.scanDir(Buffer.from(p), 0, 0));
+    const out: string[] = [];
+    for (let i = 0; i < e.count; i++) {
+      e.next();
+      out.push(e.name().toString());
+    }
+    return out;
+  };
+
+  it("reads each tree by absolute path, one after the other (the last directory reached is remembered, by path)", () => {
+    for (let k = 0; k < 2; k++) {
+      expect(names(path.join(roots[0]!, rel))).toEqual(["a"]);
+      expect(names(path.join(roots[1]!, rel))).toEqual(["b"]);
+      expect(names(path.join(roots[0]!, rel.slice(0, rel.length - 201)))).toEqual([level]);
+    }
+  });
+
+  it("a relative path is read from the working directory of the call, not the one a remembered directory came from", () => {
+    const cwd = process.cwd();
+    try {
+      const parent = rel.slice(0, rel.length - level.length - 1);
+      for (let k = 0; k < 2; k++) {
+        // The parent is remembered in one tree; the deeper path, read in the other, starts with it.
+        process.chdir(roots[k]!);
+        expect(names(parent)).toEqual([level]);
+        process.chdir(roots[1 - k]!);
+        expect(names(rel)).toEqual([k === 0 ? "b" : "a"]);
+      }
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });
 
