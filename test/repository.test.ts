@@ -623,6 +623,22 @@ describe("the repository lock", () => {
       const released = Number(fs.readFileSync(path.join(repo.path, "..", "released"), "utf8"));
       expect(done).toBeGreaterThanOrEqual(released);
     });
+
+    it.skipIf(!isRoot)(`a repository on a read-only mount can be read (${impl})`, () => {
+      const env = impl === "lock files" ? { CFSCTL_LOCK_FALLBACK: "1" } : {};
+      const t = twoImages();
+      const mnt = tmpdir();
+      if (spawnSync("mount", ["--bind", t.path, mnt]).status !== 0) return console.log("read-only repository not checked: bind mount refused");
+      try {
+        expect(spawnSync("mount", ["-o", "remount,bind,ro", mnt]).status).toBe(0);
+        for (const args of [["fsck"], ["dump", "refs/one"], ["image-objects", "refs/group/two"]]) {
+          const r = cfsctl(["--repo", mnt, ...args], { env });
+          expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(0);
+        }
+      } finally {
+        spawnSync("umount", [mnt]);
+      }
+    });
   }
 });
 

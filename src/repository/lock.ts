@@ -129,6 +129,16 @@ function lockFileLive(file: string): boolean {
   return false;
 }
 
+/** Whether dir lies on a filesystem mounted read-only (access(W_OK) says EROFS). */
+function readOnlyFilesystem(dir: string): boolean {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EROFS";
+  }
+}
+
 function createLockFile(file: string): boolean {
   try {
     const fd = fs.openSync(file, "wx", 0o644);
@@ -143,6 +153,9 @@ function createLockFile(file: string): boolean {
 
 function fileLockRepository(repo: string, mode: LockMode, onWait?: () => void): RepoLock {
   const dir = path.join(repo, LOCK_DIR);
+  // On a read-only filesystem nothing can change the repository: a reader
+  // needs no lock file (and could not make one).
+  if (mode === "shared" && readOnlyFilesystem(repo)) return { mode, release: () => {} };
   try {
     makeDirs(dir);
   } catch (e) {
