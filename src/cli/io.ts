@@ -1,6 +1,6 @@
 /** Small I/O helpers for commands: stdout that survives pipes, input files. */
 import fs from "node:fs";
-import tty from "node:tty";
+import { createRequire } from "node:module";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { readSyncWaiting } from "../util/read-sync.js";
 
@@ -46,6 +46,12 @@ export class StdoutBuffer {
   }
 }
 
+/** isatty(fd), with node:tty (which loads node:net) loaded only when asked: not on every start. */
+function isTerminal(fd: number): boolean {
+  const tty = createRequire(import.meta.url)("node:tty") as typeof import("node:tty");
+  return tty.isatty(fd);
+}
+
 /** Most bytes an input held whole (an image or dumpfile) is read from a pipe or a device: a file is read at its size. */
 export const MAX_STREAM_INPUT = 1 << 30;
 
@@ -64,7 +70,7 @@ export function readInput(path: string): Buffer {
     const st = fs.fstatSync(fd);
     if (st.isFile()) return fs.readFileSync(fd);
     if (st.isDirectory()) throw new CfsError(`${what}: Is a directory`);
-    if (st.isCharacterDevice() && !tty.isatty(fd)) throw new CfsError(`${what}: not a file, a pipe or a block device`);
+    if (st.isCharacterDevice() && !isTerminal(fd)) throw new CfsError(`${what}: not a file, a pipe or a block device`);
     const parts: Buffer[] = [];
     let total = 0;
     for (;;) {
