@@ -33,6 +33,20 @@ describe("help", () => {
     for (const args of [["help"], ["help", "info"], ["info", "help"]]) expect(cfsctl(args).status, args.join(" ")).toBe(0);
   });
 
+  it("a bad option value is a usage error: its message, then the command's usage, exit 2", () => {
+    for (const [args, usage] of [
+      [["--hash", "md5", "init"], "init"],
+      [["compute-id", "--selinux", "bogus", "/"], "compute-id"],
+      [["mkcomposefs", "--threads=0", "a", "b"], "mkcomposefs"],
+      [["create-image", "--name", "../x", "/"], "create-image"],
+    ] as const) {
+      const r = cfsctl([...args]);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stdout.length).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`^cfsctl: [^\n]+\nUsage: cfsctl ${usage} `));
+    }
+  });
+
   const all = [...top.map((c) => [c]), ...commandsOf(["info"]).map((c) => ["info", c])];
   for (const cmd of all) {
     it(`cfsctl ${cmd.join(" ")} --help shows its options and an example`, () => {

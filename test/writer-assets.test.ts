@@ -89,7 +89,7 @@ describe("the mkcomposefs command", () => {
     for (const args of [["--min-version=2"], ["--max-version=-1"], ["--min-version=1x"], ["--threads=0"], ["--threads=abc"]]) {
       const bad = cfsctl(["mkcomposefs", "--from-file", ...args, "-", out], { input: dump });
       expect(bad.status, args.join(" ")).toBe(2);
-      expect(bad.stderr).toMatch(/^cfsctl: Invalid (min version|max version|threads count) [^\n]*\n$/);
+      expect(bad.stderr).toMatch(/^cfsctl: Invalid (min version|max version|threads count) [^\n]*\nUsage: cfsctl mkcomposefs /);
     }
   });
 

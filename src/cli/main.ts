@@ -98,25 +98,43 @@ export async function main(argv: string[]): Promise<void> {
     const m = await import("./commands/mkcomposefs.js");
     const plain = m.plainMkcomposefsArgs(args.slice(1));
     if (plain) {
-      await settle(() => m.runMkcomposefs(plain.source, plain.image, plain.opts));
+      await settle(args, () => m.runMkcomposefs(plain.source, plain.image, plain.opts));
       return;
     }
   }
   const program = await buildProgram(args);
-  await settle(() => program.parseAsync(argv));
+  await settle(args, () => program.parseAsync(argv));
 }
 
 /** Run the command; a failure sets the exit code (and ends the process now). */
-async function settle(run: () => Promise<unknown>): Promise<void> {
+async function settle(args: string[], run: () => Promise<unknown>): Promise<void> {
   try {
     await run();
   } catch (e) {
     const code = exitCodeFor(e);
+    // CLI.md: a usage error comes with the usage (commander prints it for its own).
+    if (e instanceof UsageError) process.stderr.write(await usageOf(args));
     // A failure ends the process now: a helper process or a pending stream
     // (a zstd decompressor, a half-read layer) must not keep it alive.
     if (code !== 0) process.exit(code);
     process.exitCode = code;
   }
+}
+
+/** The help of the command on the line (of the program when there is none), for a usage error. */
+async function usageOf(args: string[]): Promise<string> {
+  const program = await buildProgram(args);
+  let cmd: Command = program;
+  const name = commandName(args);
+  const sub = program.commands.find((c) => c.name() === name);
+  if (sub) {
+    cmd = sub;
+    // One level deeper for `info ls` and the like.
+    const rest = args.slice(args.indexOf(name!) + 1).find((a) => !a.startsWith("-"));
+    const subsub = sub.commands.find((c) => c.name() === rest);
+    if (subsub) cmd = subsub;
+  }
+  return cmd.helpInformation();
 }
 
 /** A CommanderError, known without loading commander. */
