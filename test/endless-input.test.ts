@@ -5,8 +5,10 @@
  * read into memory. Every run has a time limit, so a hang fails the test.
  */
 import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { CLI, cfsctl } from "./helpers.js";
+import { CLI, cfsctl, tmpdir } from "./helpers.js";
 
 const oneError = (r: { status: number; stderr: string }, message: RegExp) => {
   expect(r.status, r.stderr).toBe(1);
@@ -51,5 +53,12 @@ describe("endless or oversized input", () => {
     const r = cfsctl(["dump", "-"], { input: mk.stdout, timeout: 30_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.toString()).toContain("/a 3 100644 1 0 0 0 0.0 - abc -");
+    // A named pipe (bash's process substitution) as an argument, for dump and for diff.
+    const img = path.join(tmpdir(), "a.cfs");
+    fs.writeFileSync(img, mk.stdout);
+    for (const cmd of [`dump <(cat "$2")`, `diff <(cat "$2") "$2"`]) {
+      const b = spawnSync("bash", ["-c", `"$0" "$1" ${cmd}`, process.execPath, CLI, img], { timeout: 30_000, encoding: "utf8" });
+      expect(b.status, `${cmd}: ${b.stderr}`).toBe(0);
+    }
   });
 });

@@ -39,6 +39,8 @@ describe("help", () => {
       [["compute-id", "--selinux", "bogus", "/"], "compute-id"],
       [["mkcomposefs", "--threads=0", "a", "b"], "mkcomposefs"],
       [["create-image", "--name", "../x", "/"], "create-image"],
+      // An option's value is not taken for the subcommand.
+      [["info", "--filter", "ls", "missing-objects", "x.cfs"], "info missing-objects"],
     ] as const) {
       const r = cfsctl([...args]);
       expect(r.status, args.join(" ")).toBe(2);

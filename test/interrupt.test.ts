@@ -76,4 +76,35 @@ describe("an interrupted run", () => {
       expect(temporaries(dir).map((p) => path.relative(dir, p))).toEqual([]);
     });
   }
+
+  it("a run waiting for the repository lock dies of SIGINT at once: gc removes nothing", async () => {
+    const small = path.join(tmpdir(), "small");
+    fs.mkdirSync(small);
+    for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(small, `f${i}`), crypto.randomBytes(1000));
+    const repo = path.join(tmpdir(), "repo");
+    expect(spawnSync(process.execPath, [CLI, "--repo", repo, "-q", "create-image", "--name", "k", small]).status).toBe(0);
+    fs.unlinkSync(path.join(repo, "images", "refs", "k")); // everything is garbage now
+    const objects = () => fs.readdirSync(path.join(repo, "objects")).length;
+    const before = objects();
+    const holder = spawn("flock", ["-x", repo, "sleep", "20"]);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const r = await new Promise<{ signal: NodeJS.Signals | null; waited: number }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, "--repo", repo, "gc"], { stdio: ["ignore", "ignore", "pipe"] });
+        let sent = 0;
+        child.stderr.on("data", (d: Buffer) => {
+          if (sent === 0 && d.toString().includes("waiting for the lock")) {
+            sent = Date.now();
+            child.kill("SIGINT");
+          }
+        });
+        child.on("close", (_code, signal) => resolve({ signal, waited: Date.now() - sent }));
+      });
+      expect(r.signal).toBe("SIGINT");
+      expect(r.waited).toBeLessThan(5000); // not after the lock holder's 20 s
+      expect(objects()).toBe(before);
+    } finally {
+      holder.kill();
+    }
+  });
 });

@@ -5,6 +5,7 @@
  */
 import type { Command } from "commander";
 import { CfsError } from "../util/errors.js";
+import { deliverPendingSignal } from "../util/interrupt.js";
 import { VERSION } from "./version.js";
 
 type Register = (program: Command) => unknown;
@@ -110,6 +111,8 @@ export async function main(argv: string[]): Promise<void> {
 async function settle(args: string[], run: () => Promise<unknown>): Promise<void> {
   try {
     await run();
+    // A signal that came during the run's last synchronous part: die of it now, not exit 0.
+    await deliverPendingSignal();
   } catch (e) {
     const code = exitCodeFor(e);
     // CLI.md: a usage error comes with the usage (commander prints it for its own).
@@ -129,10 +132,20 @@ async function usageOf(args: string[]): Promise<string> {
   const sub = program.commands.find((c) => c.name() === name);
   if (sub) {
     cmd = sub;
-    // One level deeper for `info ls` and the like.
-    const rest = args.slice(args.indexOf(name!) + 1).find((a) => !a.startsWith("-"));
-    const subsub = sub.commands.find((c) => c.name() === rest);
-    if (subsub) cmd = subsub;
+    // One level deeper for `info ls` and the like: the first word after it
+    // that is neither an option nor the value of one (`--filter NAME`).
+    const after = args.slice(args.indexOf(name!) + 1);
+    const valued = new Set(sub.options.filter((o) => o.required || o.optional).map((o) => o.long));
+    for (let i = 0; i < after.length; i++) {
+      const a = after[i]!;
+      if (a.startsWith("-")) {
+        if (valued.has(a)) i++;
+        continue;
+      }
+      const subsub = sub.commands.find((c) => c.name() === a);
+      if (subsub) cmd = subsub;
+      break;
+    }
   }
   return cmd.helpInformation();
 }

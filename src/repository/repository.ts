@@ -214,23 +214,6 @@ export class Repository {
    */
   static open(repoPath: string | undefined, opts: OpenOptions = {}): Repository {
     const p = path.resolve(repoPath ?? defaultRepoPath());
-    // From here until close(), an interrupted run removes its temporary files
-    // (every one is named `.tmp-PID-…`), meta.json's included.
-    const cancelCleanup = onInterrupt(() => {
-      const mine = `${TMP_PREFIX}${process.pid}-`;
-      removeByPrefix(p, mine, 0);
-      removeByPrefix(path.join(p, "objects"), mine, 1);
-      for (const category of ["images", "streams"]) removeByPrefix(path.join(p, category), mine, 8);
-    });
-    try {
-      return Repository.openCleaned(p, opts, cancelCleanup);
-    } catch (e) {
-      cancelCleanup();
-      throw e;
-    }
-  }
-
-  private static openCleaned(p: string, opts: OpenOptions, cancelCleanup: () => void): Repository {
     const st = statOrNull(p);
     if (!st) {
       if (!opts.create) throw new CfsError(`repository ${p} does not exist (create it with \`cfsctl init\`)`);
@@ -253,6 +236,19 @@ export class Repository {
         : lockRepository(p, mode, () => {
             if (!opts.quiet) process.stderr.write(`cfsctl: waiting for the lock of repository ${p}\n`);
           });
+    // A writer (create): from here until close(), an interrupted run removes
+    // its temporary files (every one is named `.tmp-PID-…`), meta.json's
+    // included. Not before the lock is taken: a run waiting for it dies of
+    // the signal at once. Readers and gc make no temporary file, and keep
+    // the default action of a signal (see util/interrupt.ts).
+    const cancelCleanup = opts.create
+      ? onInterrupt(() => {
+          const mine = `${TMP_PREFIX}${process.pid}-`;
+          removeByPrefix(p, mine, 0);
+          removeByPrefix(path.join(p, "objects"), mine, 1);
+          for (const category of ["images", "streams"]) removeByPrefix(path.join(p, category), mine, 8);
+        })
+      : () => {};
     try {
       const { algorithm, hasMeta } = Repository.decideAlgorithm(p, opts);
       if (opts.create && !hasMeta) {
@@ -261,6 +257,7 @@ export class Repository {
       }
       return new Repository(p, algorithm, hasMeta, opts, lock, cancelCleanup);
     } catch (e) {
+      cancelCleanup();
       lock?.release();
       throw e;
     }

@@ -44,15 +44,52 @@ export function onInterrupt(fn: () => void): () => void {
   return register(cleanups, fn);
 }
 
+/**
+ * The signal listeners are there only while something is registered: the
+ * rest of the time a signal keeps its default action and ends the process
+ * at once. (While they are there, a signal waits for the main thread: see
+ * deliverPendingSignal.)
+ */
+const listeners = new Map<(typeof SIGNALS)[number], () => void>();
+
 function register(set: Set<() => void>, fn: () => void): () => void {
   set.add(fn);
   if (!installed) {
     installed = true;
-    for (const sig of SIGNALS) process.on(sig, () => interrupted(sig));
+    for (const sig of SIGNALS) {
+      const l = () => interrupted(sig);
+      listeners.set(sig, l);
+      process.on(sig, l);
+    }
   }
   return () => {
     set.delete(fn);
+    // Removed once the event loop has polled: a signal that came meanwhile
+    // is delivered first, not dropped with its listener.
+    if (installed && !removalQueued && stoppers.size === 0 && cleanups.size === 0) {
+      removalQueued = true;
+      setImmediate(() => {
+        removalQueued = false;
+        if (!installed || stoppers.size > 0 || cleanups.size > 0) return;
+        installed = false;
+        for (const [sig, l] of listeners) process.removeListener(sig, l);
+        listeners.clear();
+      });
+    }
   };
+}
+
+let removalQueued = false;
+
+/**
+ * A signal that came while the main thread was busy is only seen when the
+ * event loop polls; a run that then ends without polling again would drop
+ * it and exit 0. Awaiting this at the end of a run delivers it (the run
+ * then dies of it, after its cleanups).
+ */
+export async function deliverPendingSignal(): Promise<void> {
+  if (!installed) return;
+  await new Promise((r) => setImmediate(r));
 }
 
 function interrupted(sig: (typeof SIGNALS)[number]): void {
@@ -61,7 +98,9 @@ function interrupted(sig: (typeof SIGNALS)[number]): void {
   // A thread that made a file just before it was stopped has made it by now.
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   runAll(cleanups);
+  installed = false;
   for (const s of SIGNALS) process.removeAllListeners(s);
+  listeners.clear();
   process.kill(process.pid, sig);
 }
 

@@ -50,7 +50,8 @@ export async function loadDiffInput(cmd: Command, arg: string, selinux: SelinuxM
     throw describeSystemError(e, arg);
   }
   if (st.isDirectory()) return (await buildContainerTree(cmd, arg, selinux)).root;
-  if (!st.isFile()) throw new CfsError(`${arg}: not an image, a dumpfile or a directory`);
+  // A file, or a pipe or block device holding one (readInput refuses what never ends).
+  if (!st.isFile() && !st.isFIFO() && !st.isBlockDevice()) throw new CfsError(`${arg}: not an image, a dumpfile or a directory`);
   return treeOfBytes(readInput(arg), arg);
 }
 
