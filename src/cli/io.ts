@@ -3,8 +3,8 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { readSyncWaiting } from "../util/read-sync.js";
+import { sleepMs } from "../util/sleep.js";
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** Write everything to a file descriptor, waiting out EAGAIN on non-blocking pipes. */
 export function writeAllSync(fd: number, data: Uint8Array | string): void {
@@ -16,7 +16,7 @@ export function writeAllSync(fd: number, data: Uint8Array | string): void {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EAGAIN") {
-        Atomics.wait(sleeper, 0, 0, 2);
+        sleepMs(2);
         continue;
       }
       if (code === "EPIPE") process.exit(0);

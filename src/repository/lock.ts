@@ -17,6 +17,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { CfsError, describeSystemError } from "../util/errors.js";
 import { makeDirs } from "../util/make-dirs.js";
+import { sleepMs } from "../util/sleep.js";
 
 export type LockMode = "shared" | "exclusive";
 
@@ -38,10 +39,6 @@ function loadFsExt(): FsExt | null {
   return fsExt;
 }
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
-}
 
 export interface RepoLock {
   readonly mode: LockMode;

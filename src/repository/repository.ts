@@ -29,6 +29,7 @@ import { nameObjectsInThreads, type NamingResult } from "../util/name-objects.js
 import { makeDirs } from "../util/make-dirs.js";
 import { TMP_PREFIX, validateRefName } from "./ref-name.js";
 import { onInterrupt, removeByPrefix } from "../util/interrupt.js";
+import { removeQuietly } from "../util/remove-quietly.js";
 
 export type { LockMode } from "./lock.js";
 
@@ -163,13 +164,6 @@ function writeAll(fd: number, data: Uint8Array): void {
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
-function unlinkQuiet(p: string): void {
-  try {
-    fs.unlinkSync(p);
-  } catch {
-    /* nothing to clean up */
-  }
-}
 
 /** A stream id: one path component, not `refs`, not hidden. */
 export function validateStreamId(id: string): void {
@@ -352,7 +346,7 @@ export class Repository {
     } catch (e) {
       throw describeSystemError(e, `write ${final}`);
     } finally {
-      unlinkQuiet(tmp);
+      removeQuietly(tmp);
     }
   }
 
@@ -422,7 +416,7 @@ export class Repository {
     } catch (e) {
       throw describeSystemError(e, `store ${src} as object ${this.objectName(hex)}`);
     } finally {
-      unlinkQuiet(tmp);
+      removeQuietly(tmp);
     }
   }
 
@@ -460,7 +454,7 @@ export class Repository {
     } catch (e) {
       throw describeSystemError(e, `store object ${this.objectName(hex)}`);
     } finally {
-      unlinkQuiet(tmp);
+      removeQuietly(tmp);
     }
   }
 
@@ -483,7 +477,7 @@ export class Repository {
     try {
       named = await nameObjectsInThreads(namings, verity);
     } catch (e) {
-      for (const n of namings) unlinkQuiet(n.tmp);
+      for (const n of namings) removeQuietly(n.tmp);
       throw e;
     }
     // Named without fs-verity by the threads: the one warning (--require-verity named none of them).
@@ -493,7 +487,7 @@ export class Repository {
       const r = named?.results[i];
       if (r === "stored" || r === "present") return; // named, its temporary name removed
       if (failure !== null) {
-        unlinkQuiet(it.tmp);
+        removeQuietly(it.tmp);
         return;
       }
       try {
@@ -531,7 +525,7 @@ export class Repository {
     } catch (e) {
       throw describeSystemError(e, `store object ${this.objectName(hex)}`);
     } finally {
-      unlinkQuiet(tmp);
+      removeQuietly(tmp);
     }
   }
 
@@ -602,7 +596,7 @@ export class Repository {
         fs.symlinkSync(rel, tmp);
         fs.renameSync(tmp, linkAbs);
       } finally {
-        unlinkQuiet(tmp);
+        removeQuietly(tmp);
       }
     } catch (e) {
       throw describeSystemError(e, `link ${linkAbs}`);

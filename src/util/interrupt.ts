@@ -7,6 +7,8 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { removeQuietly } from "./remove-quietly.js";
+import { sleepMs } from "./sleep.js";
 
 const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 const stoppers = new Set<() => void>();
@@ -96,7 +98,7 @@ function interrupted(sig: (typeof SIGNALS)[number]): void {
   Atomics.store(flag, 0, 1);
   runAll(stoppers);
   // A thread that made a file just before it was stopped has made it by now.
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  sleepMs(50);
   runAll(cleanups);
   installed = false;
   for (const s of SIGNALS) process.removeAllListeners(s);
@@ -115,14 +117,6 @@ function runAll(set: Set<() => void>): void {
   set.clear();
 }
 
-/** Remove the file at p if it is there. */
-export function removeQuietly(p: string): void {
-  try {
-    fs.unlinkSync(p);
-  } catch {
-    // Gone already, or never made.
-  }
-}
 
 /**
  * Remove the files whose names start with `prefix` in `dir` and, `depth`

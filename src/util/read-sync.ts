@@ -4,8 +4,7 @@
  * waiting.
  */
 import fs from "node:fs";
-
-const pause = new Int32Array(new SharedArrayBuffer(4));
+import { sleepMs } from "./sleep.js";
 
 export function readSyncWaiting(fd: number, buf: Uint8Array, offset: number, length: number): number {
   for (;;) {
@@ -13,7 +12,7 @@ export function readSyncWaiting(fd: number, buf: Uint8Array, offset: number, len
       return fs.readSync(fd, buf, offset, length, null);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
-      Atomics.wait(pause, 0, 0, 2);
+      sleepMs(2);
     }
   }
 }
