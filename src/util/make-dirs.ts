@@ -9,39 +9,27 @@ import path from "node:path";
 
 /** Make `p` and any missing parents; returns the first directory made (undefined: none), as mkdirSync does. */
 export function makeDirs(p: string, mode = 0o777): string | undefined {
-  const made = tryMkdir(p, mode);
-  if (made !== "missing-parent") return made;
-  const parent = path.dirname(p);
-  if (parent === p) return tryMkdirOrThrow(p, mode);
-  const first = makeDirs(parent, mode);
-  const self = tryMkdirOrThrow(p, mode);
-  return first ?? self;
+  try {
+    return mkdirOnce(p, mode) ? p : undefined;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT" || path.dirname(p) === p) throw e;
+  }
+  // A parent is missing: make it, then try once more (ENOENT again is an error).
+  const first = makeDirs(path.dirname(p), mode);
+  return mkdirOnce(p, mode) ? (first ?? p) : first;
 }
 
-/** mkdir p: p, undefined (a directory already), or "missing-parent". */
-function tryMkdir(p: string, mode: number): string | undefined | "missing-parent" {
+/** mkdir p: true when made, false when a directory is there already (following a symlink, as mkdir -p does). */
+function mkdirOnce(p: string, mode: number): boolean {
   try {
     fs.mkdirSync(p, { mode });
-    return p;
+    return true;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return "missing-parent";
-    if (code === "EEXIST" && isDirectory(p)) return undefined;
+    if ((e as NodeJS.ErrnoException).code === "EEXIST" && isDirectory(p)) return false;
     throw e;
   }
 }
 
-function tryMkdirOrThrow(p: string, mode: number): string | undefined {
-  try {
-    fs.mkdirSync(p, { mode });
-    return p;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST" && isDirectory(p)) return undefined;
-    throw e;
-  }
-}
-
-/** Whether p is a directory (following a symlink, as mkdir -p does). */
 function isDirectory(p: string): boolean {
   try {
     return fs.statSync(p).isDirectory();

@@ -9,7 +9,8 @@ import { parseDumpfileFd, parseDumpfileFile } from "../../dumpfile/parse.js";
 import { COMPOSEFS_VERSION_MAX } from "../../erofs/format.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
-import { onInterrupt, removeQuietly } from "../../util/interrupt.js";
+import { onInterrupt } from "../../util/interrupt.js";
+import { removeQuietly } from "../../util/remove-quietly.js";
 import { writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
 
@@ -180,21 +181,30 @@ function replaceable(path: string): boolean {
   return st.isFile() && st.nlink === 1;
 }
 
+/**
+ * Write the image, and hash it, into the file `open` makes: opened at the
+ * first chunk (so only once the tree has passed every check of the writer),
+ * or at the end for none. `out.fd` is the descriptor once open.
+ */
+function streamInto(root: Inode, opts: WriteOptions, out: { fd: number }, open: () => number, hash: ((chunk: Buffer) => void) | null): void {
+  writeImageTo(root, opts, (chunk) => {
+    if (out.fd < 0) out.fd = open();
+    writeAllSync(out.fd, chunk);
+    hash?.(chunk);
+  });
+  if (out.fd < 0) out.fd = open();
+}
+
 /** Write the image into the existing `path` (through a symlink, into a device or FIFO), as upstream does. */
 function writeInto(root: Inode, opts: WriteOptions, path: string, hash: ((chunk: Buffer) => void) | null): void {
-  let fd = -1;
+  const out = { fd: -1 };
   try {
-    writeImageTo(root, opts, (chunk) => {
-      if (fd < 0) fd = fs.openSync(path, "w", 0o644);
-      writeAllSync(fd, chunk);
-      hash?.(chunk);
-    });
-    if (fd < 0) fd = fs.openSync(path, "w", 0o644);
-    if (fs.fstatSync(fd).isFile()) fs.fsyncSync(fd);
+    streamInto(root, opts, out, () => fs.openSync(path, "w", 0o644), hash);
+    if (fs.fstatSync(out.fd).isFile()) fs.fsyncSync(out.fd);
   } catch (e) {
     throw describeSystemError(e, `write ${path}`);
   } finally {
-    if (fd >= 0) fs.closeSync(fd);
+    if (out.fd >= 0) fs.closeSync(out.fd);
   }
 }
 
@@ -223,27 +233,18 @@ function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, ha
     return;
   }
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  let fd = -1;
+  const out = { fd: -1 };
   const cancel = onInterrupt(() => removeQuietly(tmp));
   try {
-    writeImageTo(root, opts, (chunk) => {
-      if (fd < 0) fd = fs.openSync(tmp, "wx", 0o644);
-      writeAllSync(fd, chunk);
-      hash?.(chunk);
-    });
-    if (fd < 0) fd = fs.openSync(tmp, "wx", 0o644);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = -1;
+    streamInto(root, opts, out, () => fs.openSync(tmp, "wx", 0o644), hash);
+    fs.fsyncSync(out.fd);
+    fs.closeSync(out.fd);
+    out.fd = -1;
     fs.renameSync(tmp, path);
   } catch (e) {
-    if (fd >= 0) {
-      fs.closeSync(fd);
-      try {
-        fs.unlinkSync(tmp);
-      } catch {
-        /* nothing to clean up */
-      }
+    if (out.fd >= 0) {
+      fs.closeSync(out.fd);
+      removeQuietly(tmp);
     }
     throw describeSystemError(e, `write ${path}`);
   } finally {
