@@ -215,7 +215,8 @@ static int cmp_names(const void *a, const void *b) {
 
 /*
  * Open a directory by path; a path longer than the kernel takes is opened
- * one component at a time (never following a symlink on the way).
+ * from its longest leading part that the kernel takes, then one component
+ * at a time (never following a symlink past that part).
  */
 /*
  * The last directory open_dir reached by a path past PATH_MAX, per thread
@@ -273,7 +274,25 @@ static int open_dir(const char *path) {
     fd = fcntl(long_fd, F_DUPFD_CLOEXEC, 0);
     rest = path + long_len;
   } else {
-    fd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /*
+     * The longest leading part the kernel takes is opened as a short path
+     * would be (symlinks in it followed: DIR itself may be reached through
+     * one); only the components past it are opened one at a time.
+     */
+    size_t cut = len < PATH_MAX ? len : PATH_MAX - 1;
+    while (cut > 0 && path[cut] != '/') cut--;
+    if (cut == 0) {
+      fd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } else {
+      char *head = strndup(path, cut);
+      if (!head) {
+        errno = ENOMEM;
+        return -1;
+      }
+      fd = open(head, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      free(head);
+      rest = path + cut;
+    }
   }
   char *copy = strdup(rest);
   if (!copy) {

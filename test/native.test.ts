@@ -219,6 +219,32 @@ describe("native scanDir past PATH_MAX", () => {
     }
   });
 
+  it("a deep path whose leading part goes through a symlink (DIR given by a link) is read, as a short one is", () => {
+    const link = path.join(work, "deep-cache", "link-to-one");
+    fs.symlinkSync(roots[0]!, link);
+    try {
+      expect(names(path.join(link, rel))).toEqual(["a"]);
+    } finally {
+      fs.unlinkSync(link);
+    }
+  });
+
+  it("past the part the kernel takes at once, a symlink is never followed", () => {
+    // inner-link, next to the last level of tree two, points at that level.
+    const parent = rel.slice(0, rel.length - level.length - 1);
+    const inDeep = (code: string) => {
+      const r = spawnSync(process.execPath, ["-e", `process.chdir(process.argv[1]); for (const c of process.argv[2].split("/")) process.chdir(c); ${code}`, roots[1]!, parent]);
+      if (r.status !== 0) throw new Error(r.stderr.toString());
+    };
+    inDeep(`fs.symlinkSync(${JSON.stringify(level)}, "inner-link")`);
+    try {
+      expect(names(path.join(roots[1]!, parent, level))).toEqual(["b"]);
+      expect(() => names(path.join(roots[1]!, parent, "inner-link"))).toThrow(/ELOOP|ENOTDIR/);
+    } finally {
+      inDeep(`fs.unlinkSync("inner-link")`);
+    }
+  });
+
   it("a relative path is read from the working directory of the call, not the one a remembered directory came from", () => {
     const cwd = process.cwd();
     try {
@@ -534,6 +560,16 @@ describe("deep trees (paths longer than PATH_MAX)", () => {
         expect(rows.find((l) => l.startsWith(`${prefix}/s${i} `))!.split(" ")[9]).toBe(String(i)); // inline content
       }
       expect(Buffer.byteLength(prefix)).toBeGreaterThan(4096);
+      // DIR reached through a symlink (a link to its parent): the same tree.
+      const viaLink = path.join(work, "link-to-work");
+      fs.symlinkSync(work, viaLink);
+      try {
+        const linked = cfsctl(["create-dumpfile", path.join(viaLink, "deep")]);
+        expect(linked.stderr.toString()).toBe("");
+        expect(linked.stdout.equals(nat.stdout)).toBe(true);
+      } finally {
+        fs.unlinkSync(viaLink);
+      }
       const js = cfsctl(["create-dumpfile", top], { env: { CFSCTL_NATIVE: "0" } });
       expect(js.status).toBe(1);
       expect(js.stderr).toMatch(/^cfsctl: error: .*: File name too long\n$/);
