@@ -5,7 +5,7 @@
  * the installed `cfsctl` run from a directory outside the checkout. Skips,
  * saying why, only when npm cannot reach the packages it needs.
  */
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -25,6 +25,23 @@ function run(cmd: string, args: string[], cwd: string, env = cleanEnv()): SpawnS
   return spawnSync(cmd, args, { cwd, env, encoding: "utf8", maxBuffer: 64 << 20 });
 }
 
+/**
+ * run() without blocking this worker: npm pack and npm install -g (which
+ * compiles three addons) can take a minute on a loaded machine, and a test
+ * worker blocked that long loses its connection to the test runner.
+ */
+function runAsync(cmd: string, args: string[], cwd: string, env = cleanEnv()): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 /** npm's words for "the registry (or the cache) did not answer". */
 const UNREACHABLE = /ENOTCACHED|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH|network|request to .* failed/i;
 
@@ -32,7 +49,7 @@ const hasNpm = spawnSync("npm", ["--version"], { encoding: "utf8" }).status === 
 if (!hasNpm) console.log("packaging test skipped: npm is not installed");
 
 describe("npm pack and npm install -g", () => {
-  it.skipIf(!hasNpm)("installs a working cfsctl, with a one-line error where a native addon is missing", { timeout: 120_000 }, (ctx) => {
+  it.skipIf(!hasNpm)("installs a working cfsctl, with a one-line error where a native addon is missing", { timeout: 240_000 }, async (ctx) => {
     const tmp = tmpdir("cfsctl-pack-");
 
     // A fresh copy of what the package is built from: no dist/, so prepack must build it.
@@ -44,7 +61,7 @@ describe("npm pack and npm install -g", () => {
     fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(src, "node_modules"));
     const packDir = path.join(tmp, "pack");
     fs.mkdirSync(packDir);
-    const pack = run("npm", ["pack", "--pack-destination", packDir, "--json"], src);
+    const pack = await runAsync("npm", ["pack", "--pack-destination", packDir, "--json"], src);
     expect(pack.status, `npm pack failed:\n${pack.stdout}${pack.stderr}`).toBe(0);
     const tarball = path.join(packDir, `${PACKAGE.name}-${PACKAGE.version}.tgz`);
     expect(fs.existsSync(tarball)).toBe(true);
@@ -57,7 +74,7 @@ describe("npm pack and npm install -g", () => {
     // Install it as a user would; the dependencies come from npm's cache or the registry.
     const prefix = path.join(tmp, "prefix");
     fs.mkdirSync(path.join(prefix, "lib", "node_modules"), { recursive: true });
-    const install = run(
+    const install = await runAsync(
       "npm",
       ["install", "-g", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", "--allow-scripts=fs-ext,fs-xattr,cfsctl", tarball],
       tmp,
