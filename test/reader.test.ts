@@ -132,6 +132,14 @@ describe("the tree readImage builds", () => {
     expect(dumpText(img)).toBe(want);
   });
 
+  it("unescapes trusted.overlay.whiteout on anything but a regular file, as composefs-info does", () => {
+    // The writer escapes it to trusted.overlay.overlay.whiteout; only a regular file becomes a whiteout.
+    const img = imageOf(ROOT_LINE + "/d 4096 40755 2 0 0 0 0.0 - - - trusted.overlay.whiteout=\n/s 1 120777 1 0 0 0 0.0 x - - trusted.overlay.whiteout=1\n");
+    const want = "/ 4096 40755 3 0 0 0 0.0 - - -\n/d 27 40755 2 0 0 0 0.0 - - - trusted.overlay.whiteout=\n/s 1 120777 1 0 0 0 0.0 x - - trusted.overlay.whiteout=1\n";
+    expect(dumpText(img)).toBe(want);
+    expect(dumpfileToString(readImage(img))).toBe(want);
+  });
+
   it("keeps negative and huge numbers exact", () => {
     const img = imageOf(
       "/ 4096 40755 2 0 0 0 -5.3 - - -\n" +

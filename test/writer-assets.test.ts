@@ -206,3 +206,25 @@ describe("should-fail assets are refused with one line naming the problem", () =
     }
   }
 });
+
+describe("a root whose inline tail would cross a block", () => {
+  it("is moved on, and the superblock names its nid (42, not 36), as mkcomposefs writes it", () => {
+    // Root xattrs of 2.7 KB and two 255-byte names: the inode, its xattrs and
+    // its 586-byte dirent tail do not fit between offset 1152 and the end of
+    // block 0, so padding puts the root at 1344.
+    const dump =
+      `/ 4096 40755 2 0 0 0 0.0 - - - user.a=${"v".repeat(2700)}\n` +
+      `/${"y".repeat(255)} 0 100644 1 0 0 0 0.0 - - -\n` +
+      `/${"z".repeat(255)} 0 100644 1 0 0 0 0.0 - - -\n`;
+    const img = writeImage(parseDumpfile(Buffer.from(dump))).image;
+    // sha256 of what upstream mkcomposefs (composefs 6fc335c) writes for this dumpfile.
+    expect(createHash("sha256").update(img).digest("hex")).toBe("bb432871b34711e985e91f2bdac5117a1a13d83a2cf3da1d60e6974e8e9e5d5a");
+    expect(img.readUInt16LE(1024 + 14)).toBe(42);
+    const file = path.join(work, "root-moved.img");
+    fs.writeFileSync(file, img);
+    fsckErofs(file);
+    const back = cfsctl(["dump", file]);
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout.toString()).toBe(dump.replace("/ 4096 40755 2", "/ 4363 40755 2"));
+  });
+});

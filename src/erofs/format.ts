@@ -27,7 +27,10 @@ export const EROFS_MAGIC = 0xe0f5e1e2;
 export const FEATURE_COMPAT_SB_CHKSUM = 1;
 export const FEATURE_COMPAT_MTIME = 2;
 export const FEATURE_COMPAT_XATTR_FILTER = 4;
-/** Inodes start right after the superblock, so the root nid is always 36. */
+/**
+ * Inodes start right after the superblock: the root, first of them, has nid
+ * 36, unless its inline tail would cross a block and it starts the next one.
+ */
 export const FIRST_INODE_OFFSET = SUPER_OFFSET + SUPER_SIZE;
 
 export const INODE_COMPACT_SIZE = 32;

@@ -547,7 +547,11 @@ class Walker<T> {
     let kept = name;
     if (name === XATTR_REDIRECT) action = XAction.Redirect;
     else if (name === XATTR_METACOPY) action = XAction.Metacopy;
-    else if (name === XATTR_ESC_WHITEOUT) action = XAction.Whiteout;
+    else if (name === XATTR_ESC_WHITEOUT) {
+      // A regular file becomes a whiteout; anything else keeps it, unescaped.
+      action = XAction.Whiteout;
+      kept = OVERLAY_PREFIX + name.slice(OVERLAY_ESC_PREFIX.length);
+    }
     else if (name === XATTR_ESC_WHITEOUTS || name === XATTR_USER_WHITEOUT || name === XATTR_USER_WHITEOUTS) action = XAction.Drop;
     else if (name.startsWith(OVERLAY_PREFIX)) {
       if (name.startsWith(OVERLAY_ESC_PREFIX)) kept = OVERLAY_PREFIX + name.slice(OVERLAY_ESC_PREFIX.length);
@@ -595,7 +599,7 @@ class Walker<T> {
           this.rdev = 0;
           this.size = 0;
           this.content = null;
-        } else keep = true; // on anything else an ordinary escaped overlay xattr
+        } else keep = true; // on anything else an ordinary escaped overlay xattr (kn.key unescaped)
         break;
       case XAction.Drop:
         break;

@@ -861,7 +861,9 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   const inodesEnd = roundUp(pos, SLOT_SIZE);
   const dataStart = roundUp(inodesEnd + sharedSize, BLOCK_SIZE);
   const totalSize = dataStart + nDataBlocks * BLOCK_SIZE;
-  if (nodes[0]!.nid !== 36) throw new CfsError("internal: root nid is not 36");
+  // The root comes first (nid 36), unless its inline tail had it moved to the next block.
+  const rootNid = nodes[0]!.nid;
+  if (rootNid > 0xffff) throw new CfsError("internal: root nid does not fit the superblock");
   if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
 
   const win = new ImageWindow(totalSize, sink, opts.windowSize);
@@ -877,7 +879,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     checksum: 0,
     featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
     blkszbits: 12,
-    rootNid: 36,
+    rootNid,
     inos: BigInt(nodes.length),
     buildTime: minSec,
     buildTimeNsec: minNsec,
