@@ -11,7 +11,7 @@ import zlib from "node:zlib";
 import * as xattr from "fs-xattr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDumpfile } from "../src/dumpfile/parse.js";
-import { FIXTURES, cfsctl as run, fsckErofs, isRoot, tmpdir } from "./helpers.js";
+import { FIXTURES, cfsctl as run, fsckErofs, isRoot, sh, tmpdir } from "./helpers.js";
 
 const TREES = path.join(FIXTURES, "trees");
 
@@ -178,6 +178,29 @@ for (const impl of SCANNERS) describe(`container-image rules (${impl.name})`, ()
       xattr.removeAttributeSync(path.join(dir, "sub", "small"), "security.selinux");
     }
   });
+  it("mtimes before 1970 keep their seconds: -0.5 s is -1 s and 500000000 ns, as lstat gives it", () => {
+    const old = path.join(work, "pre-epoch");
+    fs.mkdirSync(old);
+    // The first entry scanned: no mtime seen before it.
+    // (fs.utimesSync takes a negative time as "now": touch(1) sets it.)
+    fs.writeFileSync(path.join(old, "a"), "a");
+    fs.writeFileSync(path.join(old, "b"), "b");
+    sh("touch", ["-m", "-d", "1969-12-31 23:59:59.5 UTC", path.join(old, "a")]);
+    sh("touch", ["-m", "-d", "1969-12-30 23:59:59.75 UTC", path.join(old, "b")]);
+    const raw = cfsctl(["mkcomposefs", "--print-digest-only", old]);
+    expect(raw.status, raw.stderr.toString()).toBe(0);
+    const img = path.join(work, "pre-epoch.img");
+    expect(cfsctl(["mkcomposefs", old, img]).status).toBe(0);
+    const rows = cfsctl(["dump", img]).stdout.toString().split("\n");
+    expect(rows.find((l) => l.startsWith("/a "))!.split(" ")[7]).toBe("-1.500000000");
+    expect(rows.find((l) => l.startsWith("/b "))!.split(" ")[7]).toBe("-86401.750000000");
+    // The container rules keep whole seconds: -1 and -86401; the root, with nothing after 1970, gets 0.
+    const tree = new Map(cfsctl(["create-dumpfile", old]).stdout.toString().trim().split("\n").map((l) => [l.split(" ")[0]!, l.split(" ")]));
+    expect(tree.get("/a")![7]).toBe("-1.0");
+    expect(tree.get("/b")![7]).toBe("-86401.0");
+    expect(tree.get("/")![7]).toBe("0.0");
+  });
+
   it("an empty tree gets root mtime 0", () => {
     const empty = path.join(work, "empty");
     fs.mkdirSync(empty);

@@ -464,7 +464,8 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
   // it (one-name xattr lookups): only on the main thread, and only when the
   // hash workers get absolute paths.
   const scanInCwd = isMainThread && (!relativeRoot || base !== null);
-  let lastSecNum = -1;
+  // The BigInt of the last mtime seen, reused while seconds repeat (NaN: none yet; any number, -1 too, is an mtime).
+  let lastSecNum = Number.NaN;
   let lastSecBig = 0n;
   const walkDirNative = async (dirLen: number, dirInode: Inode, depth: number): Promise<void> => {
     let e: PackedEntries;
