@@ -140,6 +140,13 @@ describe("the tree readImage builds", () => {
     expect(dumpfileToString(readImage(img))).toBe(want);
   });
 
+  it("turns a regular file with it into a whiteout; inline content left as an empty field, as composefs-info prints it", () => {
+    const img = imageOf(ROOT_LINE + "/f 3 100644 1 0 0 0 0.0 - abc - trusted.overlay.whiteout=\n/g 0 100644 1 0 0 0 0.0 - - - trusted.overlay.whiteout=\n");
+    const want = "/ 4096 40755 2 0 0 0 0.0 - - -\n/f 0 20644 1 0 0 0 0.0 -  -\n/g 0 20644 1 0 0 0 0.0 - - -\n";
+    expect(dumpText(img)).toBe(want);
+    expect(dumpfileToString(readImage(img))).toBe(want);
+  });
+
   it("keeps negative and huge numbers exact", () => {
     const img = imageOf(
       "/ 4096 40755 2 0 0 0 -5.3 - - -\n" +

@@ -55,7 +55,7 @@
  * first NUL, without upstream's two-byte over-read (FORMAT pitfall 27); an
  * inline xattr entry of exactly 4 bytes at the end of the body (an empty key
  * suffix with an empty value, e.g. `user.=`) is read, where upstream's loop
- * stops one entry early; a converted whiteout drops any inline content.
+ * stops one entry early.
  */
 import { Escape, escape } from "../dumpfile/escape.js";
 import { CfsError } from "../util/errors.js";
@@ -115,6 +115,8 @@ const XATTR_USER_WHITEOUTS = "user.overlay.whiteouts";
 const OVERLAY_PREFIX = "trusted.overlay.";
 const OVERLAY_ESC_PREFIX = "trusted.overlay.overlay.";
 const METACOPY_SIZE = 36;
+/** The content of a whiteout converted from an inline file: none, but not unset. */
+const NO_CONTENT = Buffer.alloc(0);
 const DIGEST_SIZE = 32;
 
 /** What the reader does with an xattr name (decided once per distinct name). */
@@ -598,7 +600,8 @@ class Walker<T> {
           this.type = S_IFCHR;
           this.rdev = 0;
           this.size = 0;
-          this.content = null;
+          // Inline content shrinks to none: composefs-info prints an empty field for it (not `-`).
+          if (this.content !== null) this.content = NO_CONTENT;
         } else keep = true; // on anything else an ordinary escaped overlay xattr (kn.key unescaped)
         break;
       case XAction.Drop:
