@@ -329,3 +329,25 @@ for (const impl of SCANNERS) describe(`bad directories (${impl.name})`, () => {
     expect(cfsctl(["compute-id", d]).status).toBe(0);
   });
 });
+
+describe("mkcomposefs --digest-store", () => {
+  it("is made only when there is a file to store, parents and all, as upstream makes it", () => {
+    const work = path.join(workAll, "store-made");
+    const tree = path.join(work, "tree");
+    fs.mkdirSync(tree, { recursive: true });
+    fs.writeFileSync(path.join(tree, "small"), "inline\n");
+    const store = path.join(work, "a", "b", "store");
+    const none = run(["mkcomposefs", `--digest-store=${store}`, tree, path.join(work, "1.img")]);
+    expect(none.status, none.stderr.toString()).toBe(0);
+    expect(fs.existsSync(path.join(work, "a"))).toBe(false);
+    // An existing empty store stays.
+    fs.mkdirSync(store, { recursive: true });
+    expect(run(["mkcomposefs", `--digest-store=${store}`, tree, path.join(work, "2.img")]).status).toBe(0);
+    expect(fs.readdirSync(store)).toEqual([]);
+    fs.rmSync(path.join(work, "a"), { recursive: true });
+    fs.writeFileSync(path.join(tree, "big"), Buffer.alloc(100, 1));
+    const one = run(["mkcomposefs", `--digest-store=${store}`, tree, path.join(work, "3.img")]);
+    expect(one.status, one.stderr.toString()).toBe(0);
+    expect(fs.readdirSync(store).length).toBe(1);
+  });
+});

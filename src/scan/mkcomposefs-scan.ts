@@ -5,6 +5,7 @@
  * not detect hardlinks), files of 1..64 bytes are inline.
  * One deliberate difference: a mount point below DIR is an error.
  */
+import fs from "node:fs";
 import path from "node:path";
 import type { Inode } from "../model/inode.js";
 import { describeSystemError } from "../util/errors.js";
@@ -27,9 +28,10 @@ export const SCAN_INLINE_MAX = 64;
 
 export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptions): Promise<Inode> {
   const store = opts.digestStore ? path.resolve(opts.digestStore) : undefined;
+  let made: string | undefined;
   if (store) {
     try {
-      makeDirs(store, 0o755);
+      made = makeDirs(store, 0o755);
     } catch (e) {
       throw describeSystemError(e, `cannot fill store ${store}`);
     }
@@ -40,6 +42,21 @@ export async function scanForMkcomposefs(dir: string, opts: MkcomposefsScanOptio
     return await scanInto(dir, opts, store);
   } finally {
     cancel();
+    // Upstream makes the store only to copy a file into it: a tree with
+    // nothing to store leaves no store (nor the parents made for it).
+    if (store && made !== undefined) removeEmptyDirs(store, made);
+  }
+}
+
+/** rmdir `from` and its parents up to `upTo` while they are empty. */
+function removeEmptyDirs(from: string, upTo: string): void {
+  for (let d = from; ; d = path.dirname(d)) {
+    try {
+      fs.rmdirSync(d);
+    } catch {
+      return;
+    }
+    if (d === upTo || path.dirname(d) === d) return;
   }
 }
 
