@@ -228,3 +228,31 @@ describe("a root whose inline tail would cross a block", () => {
     expect(back.stdout.toString()).toBe(dump.replace("/ 4096 40755 2", "/ 4363 40755 2"));
   });
 });
+
+describe("the xattr budget of what the writer adds", () => {
+  // Upstream rewrites a copy of the tree whose xattr estimate starts at 0
+  // (lcfs_node_clone): the overlay xattrs it adds are budgeted alone, and
+  // replacing an xattr the copy never counted takes the estimate below zero
+  // (a wrapped size_t). sha256 values: upstream mkcomposefs (composefs
+  // 6fc335c) on the same dumpfiles.
+  const digest = "b0fb44a8078cc2d7d91ede6d16dfe63943613e6286bd7c49efd0223940d51229";
+  const root = "/ 4096 40755 2 0 0 0 0.0 - - -\n";
+  const sha = (dump: string) => createHash("sha256").update(writeImage(parseDumpfile(Buffer.from(dump))).image).digest("hex");
+
+  it("an external file with 32 KB of its own xattrs still gets metacopy and redirect", () => {
+    const dump = `${root}/f 100 100644 1 0 0 0 0.0 b0/${digest.slice(2)} - ${digest} user.big=${"a".repeat(32600)}\n`;
+    expect(sha(dump)).toBe("ba6599ef4243ce758d3d7e0cc774a247b780f5fc34a50831cd6a8614773ecca6");
+  });
+
+  it("a directory with 32 KB of its own xattrs still gets the whiteout markers", () => {
+    const dump = `${root}/d 4096 40755 2 0 0 0 0.0 - - - user.big=${"a".repeat(32700)}\n/d/w 0 20000 1 0 0 0 0.0 - - -\n`;
+    expect(sha(dump)).toBe("807aa01871896bc07dea737699f337e5f8c6d9a22d68444e603ed3b0e090d2fe");
+  });
+
+  it("a whiteout's own trusted.overlay.whiteout is replaced; with another xattr beside it, upstream refuses it", () => {
+    expect(sha(`${root}/w 0 20000 1 0 0 0 0.0 - - - trusted.overlay.whiteout=1\n`)).toBe("0a8c1c7e18062c3cd1feead743a7166bbcb5daf16a3a57b0d996261d857f6168");
+    expect(() => sha(`${root}/w 0 20000 1 0 0 0 0.0 - - - trusted.overlay.whiteout=1 trusted.overlay.a=1\n`)).toThrow(
+      "cannot write file: Numerical result out of range",
+    );
+  });
+});

@@ -173,7 +173,9 @@ class WNode {
     this.nlink = src.nlink;
     // Copied on first change (most inodes keep their xattrs as they are).
     this.xattrs = src.xattrs;
-    this.budget = src.xattrBudgetUsed;
+    // Upstream rewrites a copy of the tree (lcfs_node_clone), which counts
+    // its xattrs from 0: only what the writer adds is budgeted.
+    this.budget = 0;
     this.type = src.mode & S_IFMT;
     this.external = this.type === S_IFREG && this.size > 0n && src.content === null;
     if (this.external) {

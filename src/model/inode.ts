@@ -120,7 +120,7 @@ export class Inode {
 
   removeXattr(key: Buffer): boolean {
     const used = removeXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key);
-    if (used < 0) return false;
+    if (used === null) return false;
     this.xattrBudgetUsed = used;
     return true;
   }
@@ -154,32 +154,36 @@ export class Inode {
 }
 
 /**
- * Remove an xattr from a list; returns the new budget estimate, or -1 if it
- * was not there. Upstream subtracts 7 + len(key) + len(value), or resets to 0
+ * Remove an xattr from a list; returns the new budget estimate, or null if
+ * it was not there. Upstream subtracts 7 + len(key) + len(value), or resets to 0
  * when the last one goes.
  */
-export function removeXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer): number {
+export function removeXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer): number | null {
   let i = xattrs.length - 1;
   while (i >= 0 && !sameBytes(xattrs[i]!.key, key)) i--;
-  if (i < 0) return -1;
+  if (i < 0) return null;
   const old = xattrs[i]!;
   xattrs.splice(i, 1);
+  // Below zero where the estimate did not count the xattr (a node the
+  // writer copied starts at 0): upstream's size_t then wraps around.
   return xattrs.length === 0 ? 0 : used - (7 + old.key.length + old.value.length);
 }
 
 /**
  * Set or replace an xattr in a list under upstream's budget; returns the new
- * estimate, or -1 when the key or value is invalid or the budget is exceeded.
+ * estimate, or -1 when the key or value is invalid or the budget is exceeded
+ * (a sum below zero is upstream's wrapped size_t: far over any budget).
  */
 export function setXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
   if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return -1;
   const after = removeXattrBudgeted(xattrs, used, key);
-  if (after >= 0) used = after;
+  if (after !== null) used = after;
   let cost = 7 + key.length + value.length;
   if (xattrs.length === 0) cost += 12;
-  if (used + cost > budget) return -1;
+  const total = used + cost;
+  if (total < 0 || total > budget) return -1;
   xattrs.push({ key, value });
-  return used + cost;
+  return total;
 }
 
 /** Byte equality; a loop beats Buffer.equals's native call on short keys. */
