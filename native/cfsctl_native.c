@@ -718,6 +718,39 @@ static napi_value read_xattrs(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * openLong(path, flags): open(2) for a path of any length (one longer than
+ * the kernel takes is opened as open_file does); returns the descriptor.
+ */
+static napi_value open_long(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *pathData;
+  size_t pathLen;
+  int32_t flags;
+  if (argc < 2 || napi_get_buffer_info(env, argv[0], &pathData, &pathLen) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &flags) != napi_ok || (flags & O_CREAT) != 0) {
+    napi_throw_type_error(env, NULL, "openLong(path: Buffer, flags: number without O_CREAT)");
+    return NULL;
+  }
+  char *path;
+  int err = buffer_path(pathData, pathLen, &path);
+  int fd = -1;
+  if (!err) {
+    fd = open_file(path, flags | O_CLOEXEC);
+    if (fd < 0) err = errno;
+    free(path);
+  }
+  if (err) {
+    throw_sys(env, errno_code(err), "open", NULL);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
 /* ---------- fs-verity ---------- */
 
 typedef struct {
@@ -1868,6 +1901,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
       {"readXattrs", NULL, read_xattrs, NULL, NULL, NULL, napi_default, NULL},
+      {"openLong", NULL, open_long, NULL, NULL, NULL, napi_default, NULL},
       {"hashFiles", NULL, hash_files, NULL, NULL, NULL, napi_default, NULL},
       {"hashFilesAsync", NULL, hash_files_async, NULL, NULL, NULL, napi_default, NULL},
       {"setHashLimit", NULL, set_hash_limit, NULL, NULL, NULL, napi_default, NULL},

@@ -560,6 +560,11 @@ describe("deep trees (paths longer than PATH_MAX)", () => {
         expect(rows.find((l) => l.startsWith(`${prefix}/s${i} `))!.split(" ")[9]).toBe(String(i)); // inline content
       }
       expect(Buffer.byteLength(prefix)).toBeGreaterThan(4096);
+      // Stored as well as hashed: the copy opens the file as the hasher does.
+      const store = path.join(work, "deep-store");
+      const stored = cfsctl(["mkcomposefs", `--digest-store=${store}`, top, path.join(work, "deep.img")]);
+      expect(stored.stderr.toString()).toBe("");
+      expect(fs.readdirSync(store).flatMap((d) => fs.readdirSync(path.join(store, d))).length).toBe(40);
       // DIR reached through a symlink (a link to its parent): the same tree.
       const viaLink = path.join(work, "link-to-work");
       fs.symlinkSync(work, viaLink);

@@ -68,6 +68,8 @@ export interface CfsNative {
   setHashLimit(n: number): number;
   /** writeFile and writeFiles create no file after this, in the whole process (an interrupted run). */
   stopWrites(): void;
+  /** open(2) of a path of any length (past PATH_MAX: from its longest leading part, then one component at a time); flags without O_CREAT. */
+  openLong(path: Uint8Array, flags: number): number;
   /** The xattrs of a path itself (not following a symlink), packed as in scanDir's entries. */
   readXattrs(path: Uint8Array, xattrMode: 1 | 2): Buffer;
   /** fs-verity digests of files into `out`; per file an error message, or null when none failed. */
