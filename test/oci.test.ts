@@ -12,7 +12,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { FIXTURES, cfsctl, fsckErofs, hasFsckErofs, tmpdir } from "./helpers.js";
-import { tar } from "./tar-writer.js";
+import { tar, type Member } from "./tar-writer.js";
 import { imageRows, referenceRows, withoutXattr } from "./tree-rows.js";
 
 const OCI = path.join(FIXTURES, "oci");
@@ -367,5 +367,65 @@ describe("LayerReader's background writes", () => {
       reader.discard();
       expect(fs.readdirSync(objects)).toEqual([]);
     }
+  });
+});
+
+describe("whiteouts act on lower layers only, wherever they stand in their own layer", () => {
+  const dir = tmpdir();
+  const dirEntry = (name: string): Member => ({ name, type: "5", mode: 0o755, mtime: 1000 });
+  const file = (name: string, data: string): Member => ({ name, data, mtime: 1000 });
+  const marker = (name: string): Member => ({ name, mode: 0, mtime: 1000 });
+  /** The tree (dump lines, root dropped) of the layers given lowest first. */
+  const treeOf = (...layers: Member[][]): string[] => {
+    const repo = tmpdir();
+    const files = layers.map((members, i) => {
+      const f = path.join(dir, `${crypto.randomUUID()}-${i}.tar`);
+      fs.writeFileSync(f, tar(members));
+      return f;
+    });
+    const d = importOci(repo, files);
+    const out = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n").slice(1);
+    return out.map((l) => l.split(" ").slice(0, 3).join(" ") + (l.split(" ")[7] === "0.0" ? " implicit" : ""));
+  };
+  const lower = [dirEntry("d/"), dirEntry("d/sub/"), file("d/sub/old", "old"), file("d/gone", "gone"), file("keep", "k")];
+
+  it(".wh.NAME after this layer's own entries below NAME keeps them", () => {
+    expect(treeOf(lower, [file("d/x", "new"), marker(".wh.d")])).toEqual(["/d 40 40755 implicit", "/d/x 3 100644", "/keep 1 100644"]);
+  });
+
+  it("an opaque marker after this layer's entries in the directory keeps them, and hides what lies below them in lower layers", () => {
+    // As a name-sorted tar lists them: `d/sub/` (listed again) and its new file before `d/.wh..wh..opq`.
+    expect(treeOf(lower, [dirEntry("d/"), dirEntry("d/sub/"), file("d/sub/y", "y"), marker("d/.wh..wh..opq")])).toEqual([
+      "/d 42 40755",
+      "/d/sub 40 40755",
+      "/d/sub/y 1 100644",
+      "/keep 1 100644",
+    ]);
+    // Not listed again: the directory holding the new file is made as an implicit parent.
+    expect(treeOf(lower, [file("d/sub/y", "y"), marker("d/.wh..wh..opq")])).toEqual(["/d 42 40755", "/d/sub 40 40755 implicit", "/d/sub/y 1 100644", "/keep 1 100644"]);
+  });
+
+  it("a directory whited out and made again in one layer holds only the new entries, in either order", () => {
+    const want = ["/d 42 40755", "/d/new 3 100644", "/keep 1 100644"];
+    expect(treeOf(lower, [marker(".wh.d"), dirEntry("d/"), file("d/new", "new")])).toEqual(want);
+    expect(treeOf(lower, [dirEntry("d/"), file("d/new", "new"), marker(".wh.d")])).toEqual(want);
+  });
+});
+
+describe("V7-era directories", () => {
+  it("an entry with typeflag NUL whose name ends in / is a directory, as Go's archive/tar and GNU tar read it", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "v7.tar");
+    const members: Member[] = [{ name: "d/", mode: 0o750, mtime: 1000 }, { name: "d/f", data: "x", mtime: 1000 }];
+    const raw = tar(members);
+    raw[156] = 0; // typeflag NUL (the checksum counts it as a space: fix the header's sum below)
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : raw[i]!;
+    raw.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
+    fs.writeFileSync(layer, raw);
+    const repo = tmpdir();
+    const d = importOci(repo, [layer]);
+    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n");
+    expect(rows.slice(1).map((l) => l.split(" ").slice(0, 3).join(" "))).toEqual(["/d 40 40750", "/d/f 1 100644"]);
   });
 });

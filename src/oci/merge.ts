@@ -1,14 +1,16 @@
 /**
  * OCI layers → one inode tree, with the image-spec whiteout rules:
  * `.wh.NAME` hides NAME of lower layers; `.wh..wh..opq` hides every lower
- * entry of its directory, whether it comes before or after the directory's
- * own entry; a whiteout never acts on entries of its own layer, nor below a
- * non-directory (umoci writes such whiteouts under a file that replaced a
- * directory); a later entry replaces an earlier one (file ↔ directory both
- * ways); a directory listed again keeps its children and takes the newer
- * metadata and xattrs. Parents no layer lists are made as `umoci unpack`
- * makes them: mode 0755, root-owned, no xattrs (mtime 0, so the result does
- * not depend on when it was made).
+ * entry of its directory. A whiteout acts only on lower layers, wherever it
+ * stands in its own layer (before or after that layer's entries, which a
+ * name-sorted tar puts in any order): a layer's whiteouts are applied as
+ * they come, to the tree of the layers below, and its other entries once
+ * the layer has ended. A whiteout below a non-directory of the lower tree
+ * hides nothing. A later entry replaces an earlier one (file ↔ directory
+ * both ways); a directory listed again keeps its children and takes the
+ * newer metadata and xattrs. Parents no layer lists are made as `umoci
+ * unpack` makes them: mode 0755, root-owned, no xattrs (mtime 0, so the
+ * result does not depend on when it was made).
  */
 import {
   Inode,
@@ -18,7 +20,6 @@ import {
   S_IFIFO,
   S_IFLNK,
   S_IFREG,
-  type Dirent,
 } from "../model/inode.js";
 import { digestToObjectPath } from "../fsverity/digest.js";
 import { CfsError } from "../util/errors.js";
@@ -62,16 +63,30 @@ function removeEntry(dir: Inode, name: Buffer): void {
   if (e) ents.splice(ents.indexOf(e), 1);
 }
 
+/** An entry of the layer being read, kept (with copies of its bytes) until the layer ends. */
+interface Pending {
+  e: TarEntry;
+  data: EntryData | null;
+  where: string;
+  comps: Buffer[];
+}
+
 export class LayerMerger {
   readonly root = new Inode(S_IFDIR | 0o755);
-  /** Entries of the layer being read: whiteouts never touch them. */
-  private ours = new Set<Dirent>();
   private label = "";
+  private pending: Pending[] = [];
 
   /** Start the next layer (lowest first). */
   beginLayer(label: string): void {
-    this.ours = new Set();
+    this.endLayer();
     this.label = label;
+  }
+
+  /** Apply the entries of the layer read (its whiteouts have acted already). */
+  endLayer(): void {
+    const pending = this.pending;
+    this.pending = [];
+    for (const p of pending) this.apply(p);
   }
 
   /** Walk to the parent of `comps`; missing directories are made when `create`. */
@@ -83,7 +98,7 @@ export class LayerMerger {
         if (!create) return null;
         const d = new Inode(S_IFDIR | 0o755);
         d.mtimeSec = 0n;
-        this.ours.add(dir.addEntry(Buffer.from(comps[i]!), d)!);
+        dir.addEntry(Buffer.from(comps[i]!), d);
         dir = d;
         continue;
       }
@@ -117,18 +132,30 @@ export class LayerMerger {
     }
     const name = comps[comps.length - 1]!;
     if (name.length >= WH.length && name.subarray(0, WH.length).equals(WH)) {
+      // The tree holds the lower layers only: none of this layer's entries is in it yet.
       const parent = this.parentOf(comps, where, false);
       if (!parent) return;
       if (name.equals(OPAQUE)) {
-        parent.entries = parent.entries!.filter((d) => this.ours.has(d));
+        parent.entries = [];
       } else {
         const target = name.subarray(WH.length);
-        if (target.length === 0) return;
-        const hidden = parent.lookup(target);
-        if (hidden && !this.ours.has(hidden)) removeEntry(parent, target);
+        if (target.length > 0) removeEntry(parent, target);
       }
       return;
     }
+    // Kept past this entry's turn: copies, not views of the reader's buffers.
+    const kept: TarEntry = {
+      ...e,
+      path: Buffer.from(e.path),
+      linkname: Buffer.from(e.linkname),
+      xattrs: e.xattrs.map((x) => ({ key: Buffer.from(x.key), value: Buffer.from(x.value) })),
+    };
+    this.pending.push({ e: kept, data, where, comps: comps.map((c) => Buffer.from(c)) });
+  }
+
+  private apply(p: Pending): void {
+    const { e, data, where, comps } = p;
+    const name = comps[comps.length - 1]!;
     const parent = this.parentOf(comps, where, true)!;
     const existing = parent.lookup(name);
     if (e.type === "5" && existing && existing.inode.isDir()) {
@@ -137,7 +164,6 @@ export class LayerMerger {
       existing.inode.xattrs = [];
       existing.inode.xattrBudgetUsed = 0;
       this.setXattrs(existing.inode, e, where);
-      this.ours.add(existing);
       return;
     }
     let inode: Inode;
@@ -188,7 +214,7 @@ export class LayerMerger {
       this.setXattrs(inode, e, where);
     }
     if (existing) removeEntry(parent, name);
-    this.ours.add(parent.addEntry(Buffer.from(name), inode, hardlink)!);
+    parent.addEntry(name, inode, hardlink);
   }
 
   private setMeta(inode: Inode, e: TarEntry): void {
@@ -211,6 +237,7 @@ export class LayerMerger {
    * is its primary entry, the others are hardlinks; nlink = names found.
    */
   finish(): Inode {
+    this.endLayer();
     const seen = new Map<Inode, number>();
     const rec = (dir: Inode) => {
       for (const e of dir.entries!) {

@@ -257,6 +257,8 @@ export class TarReader {
         sparse: null,
       };
       if (pax) this.applyPax(e, pax);
+      // Typeflag NUL and a name ending in `/`: a directory of a V7-era archive (as Go's archive/tar reads it).
+      if (h[156] === 0 && e.path[e.path.length - 1] === 0x2f) e.type = "5";
       if (type === "S") await this.oldGnuSparse(e, h);
       // Members whose data is file contents; every other type's data (rare) is skipped.
       this.remaining = e.dataSize;

@@ -119,6 +119,7 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
       const stored = blob.diffId !== undefined ? storedLayer(repo, blob.diffId) : null;
       if (stored) {
         await reader.readStored(stored.file.chunks(), `${blob.label} (stored)`, onEntry);
+        merger.endLayer();
         staged.push({ id: layerStreamId(blob.diffId!), tmp: null, digest: stored.digest });
         diffIds.push(blob.diffId!);
         continue;
@@ -127,6 +128,7 @@ async function importOci(repo: Repository, sources: string[], opts: { name?: str
       writers.push(writer);
       const sink: LayerSink = { inline: (b) => writer.addInline(b), external: (d, n) => writer.addExternal(d, n) };
       const got = await reader.read(blob, sink, onEntry);
+      merger.endLayer();
       if (blob.digest !== undefined && blob.digest.startsWith("sha256:") && got.blob !== blob.digest) {
         throw new CfsError(`${blob.label}: blob digest mismatch: ${got.blob}, descriptor says ${blob.digest}`);
       }
