@@ -208,6 +208,30 @@ describe("docker-archive", () => {
     expect(importOci(repo, files.map((f) => path.join(G, f)))).toBe(viaArchive);
     expect(importOci(repo, [`${archive}:localhost/x:latest`])).toBe(viaArchive);
   });
+
+  it("as skopeo and podman write it (layers as <hex>.tar, first in the archive) gives the same digest", () => {
+    const dir = tmpdir();
+    const files = ["layer1.tar", "layer2.tar", "layer3.tar"];
+    const diffIds: string[] = [];
+    const layerNames: string[] = [];
+    for (const f of files) {
+      const hex = sha256(fs.readFileSync(path.join(G, f))).slice(7);
+      diffIds.push(`sha256:${hex}`);
+      fs.copyFileSync(path.join(G, f), path.join(dir, `${hex}.tar`));
+      layerNames.push(`${hex}.tar`);
+    }
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: diffIds } }));
+    const configName = `${sha256(config).slice(7)}.json`;
+    fs.writeFileSync(path.join(dir, configName), config);
+    fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify([{ Config: configName, RepoTags: ["example/img:t"], Layers: layerNames }]));
+    fs.writeFileSync(path.join(dir, "repositories"), JSON.stringify({ "example/img": { t: diffIds[2]!.slice(7) } }));
+    const archive = path.join(tmpdir(), "skopeo.tar");
+    expect(spawnSync("tar", ["-C", dir, "-cf", archive, ...layerNames, configName, "manifest.json", "repositories"]).status).toBe(0);
+    const repo = tmpdir();
+    const viaArchive = importOci(repo, [archive]);
+    expect(importOci(repo, files.map((f) => path.join(G, f)))).toBe(viaArchive);
+    expect(importOci(repo, [`${archive}:example/img:t`])).toBe(viaArchive);
+  });
 });
 
 describe("gc of imported images", () => {

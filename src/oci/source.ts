@@ -315,7 +315,10 @@ function firstMember(file: string): string | null {
   }
 }
 
-const ARCHIVE_FIRST = /^(oci-layout|index\.json|manifest\.json|repositories|blobs(\/.*)?|[0-9a-f]{64}(\.json|\/.*)?)$/;
+// What an image archive starts with: an OCI layout's files, docker save's manifest, or a
+// blob named by its digest (`<hex>.json` config, `<hex>.tar` layer as skopeo and
+// podman write it, `<hex>/layer.tar` as old docker wrote it).
+const ARCHIVE_FIRST = /^(oci-layout|index\.json|manifest\.json|repositories|blobs(\/.*)?|[0-9a-f]{64}(\.json|\.tar|\/.*)?)$/;
 
 function layerFile(file: string): LayerBlob {
   return { label: file, open: () => fs.createReadStream(file, { highWaterMark: 1 << 20 }) };
