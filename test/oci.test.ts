@@ -453,3 +453,16 @@ describe("V7-era directories", () => {
     expect(rows.slice(1).map((l) => l.split(" ").slice(0, 3).join(" "))).toEqual(["/d 40 40750", "/d/f 1 100644"]);
   });
 });
+
+describe("empty PAX values", () => {
+  it("delete their record: the ustar fields hold (path, size, uid, gid, mtime); an empty xattr value is an empty xattr", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "empty-pax.tar");
+    const pax = { path: "", size: "", uid: "", gid: "", mtime: "", "SCHILY.xattr.user.e": "" };
+    fs.writeFileSync(layer, tar([{ name: "f", data: "x", uid: 5, gid: 6, mtime: 1234, pax }]));
+    const repo = tmpdir();
+    const d = importOci(repo, [layer]);
+    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n");
+    expect(rows.slice(1)).toEqual(["/f 1 100644 1 5 6 0 1234.0 - x - user.e="]);
+  });
+});

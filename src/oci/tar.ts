@@ -270,7 +270,13 @@ export class TarReader {
   }
 
   private applyPax(e: TarEntry, pax: Map<string, Buffer>): void {
-    const g = (k: string) => pax.get(k);
+    // An empty value deletes the record (POSIX pax; Go's archive/tar keeps the
+    // ustar field then): `path=` means the header's name, not the root.
+    // SCHILY.xattr.* records are read below: an empty value is an empty xattr.
+    const g = (k: string) => {
+      const v = pax.get(k);
+      return v === undefined || v.length === 0 ? undefined : v;
+    };
     if (g("path")) e.path = g("path")!;
     if (g("linkpath")) e.linkname = g("linkpath")!;
     if (g("size")) e.size = e.dataSize = paxNumber(g("size")!, "size");
