@@ -56,6 +56,14 @@ describe("GNU tar layers", () => {
     expect(importOci(repo, [path.join(G, "layer1.tar.gz")])).toBe(plain);
     expect(importOci(repo, [path.join(G, "layer1.tar.zst")])).toBe(plain);
     expect(rowsOf(repo, plain)).toEqual(expected("gnutar/reference-layer1.tsv.gz"));
+    // zstd with a skippable frame (metadata zstd passes over) before the data, and after it.
+    const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0]), Buffer.from("meta")]);
+    const zst = fs.readFileSync(path.join(G, "layer1.tar.zst"));
+    const dir = tmpdir();
+    fs.writeFileSync(path.join(dir, "first.tar.zst"), Buffer.concat([skippable, zst]));
+    fs.writeFileSync(path.join(dir, "last.tar.zst"), Buffer.concat([zst, skippable]));
+    expect(importOci(repo, [path.join(dir, "first.tar.zst")])).toBe(plain);
+    expect(importOci(repo, [path.join(dir, "last.tar.zst")])).toBe(plain);
   });
 
   it("old GNU format (LongLink, old sparse, base-256 ids) gives GNU tar's tree", () => {

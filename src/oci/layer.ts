@@ -112,7 +112,8 @@ async function* decompressed(raw: AsyncIterable<Buffer>, onPlain: () => void): A
     }
     return;
   }
-  if (first.length >= 4 && first.readUInt32LE(0) === 0xfd2fb528) {
+  // A zstd frame, or a skippable frame (magic 0x184d2a50..5f) that zstd passes over.
+  if (first.length >= 4 && (first.readUInt32LE(0) === 0xfd2fb528 || (first.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50)) {
     yield* zstdDecompress(rest(), "zstd");
     return;
   }
