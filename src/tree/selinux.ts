@@ -1383,18 +1383,19 @@ function parseSpecFile(data: Buffer, file: string, out: Spec[], rests: Map<strin
   const lines = text.split("\n");
   if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
   for (let ln = 0; ln < lines.length; ln++) {
-    const line = lines[ln]!;
+    // read_spec_entries: the line ends at its first NUL byte; three fields
+    // are read (non-ASCII bytes refused in them), the rest is ignored.
+    const nul = lines[ln]!.indexOf("\0");
+    const line = nul >= 0 ? lines[ln]!.slice(0, nul) : lines[ln]!;
     const lineno = ln + 1;
     let p = 0;
     while (p < line.length && isSpace(line.charCodeAt(p))) p++;
     if (p >= line.length || line[p] === "#") continue;
-    if (line.includes("\0")) throw new CfsError(`${file}:${lineno}: NUL byte in line`);
-    // Non-ASCII bytes are never spaces: any of them is in a field.
-    if (NON_ASCII.test(line)) throw new CfsError(`${file}:${lineno}: non-ASCII characters found`);
-    const fields = (p > 0 ? line.slice(p) : line).split(SPACES);
+    const fields = line.slice(p).split(SPACES).slice(0, 3);
     if (fields[fields.length - 1] === "") fields.pop();
     if (fields.length < 2) throw new CfsError(`${file}:${lineno}: line is missing fields`);
-    if (fields.length > 3) throw new CfsError(`${file}:${lineno}: too many fields (expected: regex [type] context)`);
+    // Non-ASCII bytes are never spaces: any of them is in a field.
+    if (fields.some((f) => NON_ASCII.test(f))) throw new CfsError(`${file}:${lineno}: non-ASCII characters found`);
     const regexStr = fields[0]!;
     const typeStr = fields.length === 3 ? fields[1]! : null;
     const context = fields[fields.length - 1]!;
@@ -1477,28 +1478,37 @@ function specRegex(s: Spec): RegExp {
   return s.re;
 }
 
-/** selabel_subs_init: "SRC DST" lines; kept last line first, as libselinux prepends. */
-function parseSubsFile(data: Buffer, file: string): Sub[] {
+/**
+ * selabel_subs_init: "SRC DST" lines; kept last line first, as libselinux
+ * prepends. Read as libselinux reads them: fgets of at most 1022 bytes (a
+ * longer line is read as several), each up to its first NUL; a line with
+ * one field is skipped, fields after the second are ignored.
+ */
+function parseSubsFile(data: Buffer): Sub[] {
   const subs: Sub[] = [];
-  const lines = data.toString("latin1").split("\n");
-  if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
-  for (let ln = 0; ln < lines.length; ln++) {
-    const line = lines[ln]!;
-    const where = `${file}:${ln + 1}`;
+  const text = data.toString("latin1");
+  for (let pos = 0; pos < text.length; ) {
+    const nl = text.indexOf("\n", pos);
+    const end = Math.min(nl < 0 ? text.length : nl + 1, pos + SUBS_LINE_MAX);
+    let line = text.slice(pos, end);
+    pos = end;
+    const nul = line.indexOf("\0");
+    if (nul >= 0) line = line.slice(0, nul);
     let p = 0;
     while (p < line.length && isSpace(line.charCodeAt(p))) p++;
     if (p >= line.length || line[p] === "#") continue;
-    if (line.length > 1022) throw new CfsError(`${where}: line too long (libselinux reads at most 1022 bytes)`);
-    if (line.includes("\0")) throw new CfsError(`${where}: NUL byte in line`);
     const fields = line
       .slice(p)
-      .split(/[\t\n\v\f\r ]+/)
+      .split(SPACES)
       .filter((f) => f.length > 0);
-    if (fields.length !== 2) throw new CfsError(`${where}: expected two paths (alias and original), found ${fields.length} field(s)`);
+    if (fields.length < 2) continue;
     subs.unshift({ src: fields[0]!, dst: fields[1]! });
   }
   return subs;
 }
+
+/** What one fgets(buf, sizeof(buf) - 1) of libselinux's 1024-byte buffer reads. */
+const SUBS_LINE_MAX = 1022;
 
 /**
  * libselinux's selabel_sub over a list (in list order): the first entry
@@ -2006,8 +2016,8 @@ export function loadPolicy(readFile: (relPath: string) => Buffer | null): Selinu
   }
   const subsData = readFile(base + ".subs");
   const distData = readFile(base + ".subs_dist");
-  const subs = subsData === null ? [] : parseSubsFile(subsData, base + ".subs");
-  const dist = distData === null ? [] : parseSubsFile(distData, base + ".subs_dist");
+  const subs = subsData === null ? [] : parseSubsFile(subsData);
+  const dist = distData === null ? [] : parseSubsFile(distData);
   return new SelinuxPolicy(specs, subs, dist);
 }
 
