@@ -84,6 +84,21 @@ describe("parser rules", () => {
     expect(r.entries![0]!.inode.gid).toBe(0);
     expect(err(ROOT + "/a 0 100644 1 0 x 0 0.0 - - -\n")).toMatch(/Invalid integer x/);
   });
+  it("takes digits followed by anything else as an invalid integer worth 0, as parse_int_field does", () => {
+    expect(err(ROOT + "/a 0 100644x 1 0 0 0 0.0 - - -\n")).toMatch(/:2: Invalid integer 100644x$/);
+    expect(err(ROOT + "/a 0 @100644x 1 0 0 0 0.0 / - -\n")).toMatch(/Invalid integer 100644x/);
+    expect(err(ROOT + "/a 5x 100644 1 0 0 0 0.0 - - -\n")).toMatch(/Invalid integer 5x/);
+    expect(err(ROOT + "/a 0 100644 2x 0 0 0 0.0 - - -\n")).toMatch(/Invalid integer 2x/);
+    expect(err(ROOT + "/a 0 100644 1 1x 0 0 0.0 - - -\n")).toMatch(/Invalid integer 1x/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 1.5x - - -\n")).toMatch(/Invalid integer 5x/);
+    expect(err(ROOT + "/a 0 100644 1 0 0 0 7x.5 - - -\n")).toMatch(/Invalid integer 7x/);
+    // Where upstream checks the UID instead (GID, RDEV), the value is 0, not the digits before the garbage.
+    const r = parse(ROOT + "/a 0 100644 1 5 6x 0 0.0 - - -\n/c 0 20644 1 5 0 259x 0.0 - - -\n");
+    expect(r.entries!.map((e) => [e.inode.gid, e.inode.rdev])).toEqual([
+      [0, 0],
+      [0, 0],
+    ]);
+  });
   it("resolves hardlink chains and forward references, keeping the target's nlink", () => {
     const r = parse(ROOT + "/a 0 @100644 0 0 0 0 0.0 /b - -\n/b 0 @100644 0 0 0 0 0.0 /c - -\n/c 5 100644 1 0 0 0 0.0 - hello -\n");
     const [a, b, c] = r.entries!;

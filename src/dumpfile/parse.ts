@@ -101,6 +101,8 @@ function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): number
   if (overflow) v = U64_MASK;
   else if (neg) v = (-v) & U64_MASK;
   parsedAll = i === end;
+  // parse_int_field: anything after the digits makes the field an error worth 0.
+  if (!parsedAll) return 0;
   if (v <= MAX_SAFE) return Number(v);
   bigValue = v;
   return NOT_SMALL;
