@@ -444,6 +444,32 @@ describe("whiteouts act on lower layers only, wherever they stand in their own l
   });
 });
 
+describe("parents no layer lists", () => {
+  it("are made as mkdir makes them: 0755 root-owned, in a set-group-ID directory with that bit and its group", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "implicit.tar");
+    fs.writeFileSync(
+      layer,
+      tar([
+        { name: "d/", type: "5", mode: 0o2775, gid: 50, mtime: 1000 },
+        { name: "d/imp/deeper/f", data: "x", mtime: 1000 },
+        { name: "plain/f", data: "y", mtime: 1000 },
+      ]),
+    );
+    const repo = tmpdir();
+    const d = importOci(repo, [layer]);
+    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n").slice(1);
+    expect(rows.map((l) => l.split(" ").slice(0, 8).join(" "))).toEqual([
+      "/d 42 42775 3 0 50 0 1000.0",
+      "/d/imp 45 42755 3 0 50 0 0.0",
+      "/d/imp/deeper 40 42755 2 0 50 0 0.0",
+      "/d/imp/deeper/f 1 100644 1 0 0 0 1000.0",
+      "/plain 40 40755 2 0 0 0 0.0",
+      "/plain/f 1 100644 1 0 0 0 1000.0",
+    ]);
+  });
+});
+
 describe("V7-era directories", () => {
   it("an entry with typeflag NUL whose name ends in / is a directory, as Go's archive/tar and GNU tar read it", () => {
     const dir = tmpdir();

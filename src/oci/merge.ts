@@ -9,8 +9,10 @@
  * hides nothing. A later entry replaces an earlier one (file ↔ directory
  * both ways); a directory listed again keeps its children and takes the
  * newer metadata and xattrs. Parents no layer lists are made as `umoci
- * unpack` makes them: mode 0755, root-owned, no xattrs (mtime 0, so the
- * result does not depend on when it was made).
+ * unpack` and containers/storage make them, with mkdir: mode 0755,
+ * root-owned, no xattrs; in a set-group-ID directory also that bit and the
+ * directory's group (mtime 0, so the result does not depend on when it was
+ * made).
  */
 import {
   Inode,
@@ -27,6 +29,7 @@ import type { EntryData } from "./layer.js";
 import type { TarEntry } from "./tar.js";
 
 const WH = Buffer.from(".wh.");
+const S_ISGID = 0o2000;
 const OPAQUE = Buffer.from(".wh..wh..opq");
 
 /** Path components; `.` and empty ones dropped, `..` and absolute paths refused. */
@@ -98,6 +101,11 @@ export class LayerMerger {
         if (!create) return null;
         const d = new Inode(S_IFDIR | 0o755);
         d.mtimeSec = 0n;
+        if (dir.mode & S_ISGID) {
+          // mkdir(2) in a set-group-ID directory: its group and the bit are inherited.
+          d.mode |= S_ISGID;
+          d.gid = dir.gid;
+        }
         dir.addEntry(Buffer.from(comps[i]!), d);
         dir = d;
         continue;
