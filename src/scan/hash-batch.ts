@@ -293,6 +293,8 @@ export function hashBatch(b: HashBatch): HashBatchResult {
   let tmps: (string | null)[] | null = null;
   let nativeErrors: (string | null)[] | null = null;
   if (native !== null) nativeErrors = native.hashFiles(b.paths, b.ends, b.meta, verityAlgorithmId(b.alg), digests);
+  // Objects of this batch already copied: files of equal content are copied once.
+  const copied = b.store === null || native === null ? null : new Set<string>();
   let start = 0;
   for (let i = 0; i < n; i++) {
     const end = b.ends[i]!;
@@ -306,7 +308,12 @@ export function hashBatch(b: HashBatch): HashBatchResult {
         const error = nativeErrors?.[i] ?? null;
         if (error !== null) throw new Failure(error);
         const obj = b.store === null ? null : objectDir(b.store, digests, i * hashLen, hashLen);
-        tmp = obj === null || obj.exists ? null : storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
+        const key = copied === null ? "" : Buffer.from(digests.buffer, digests.byteOffset + i * hashLen, hashLen).toString("hex");
+        if (obj === null || obj.exists || copied!.has(key)) tmp = null;
+        else {
+          tmp = storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
+          copied!.add(key);
+        }
       }
       if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
     } catch (e) {
