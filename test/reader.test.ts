@@ -4,7 +4,7 @@
  * `composefs-info objects` printed for it, the dump parses and writes back
  * to the same image, and the CLI keeps its output and error contract.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
@@ -322,6 +322,18 @@ describe("the read commands", () => {
     }
     const noBase = cfsctl(["info", "missing-objects", p]);
     expect(noBase.status).toBe(2);
+    // A --basedir that cannot be opened fails every image command first, as composefs-info does.
+    for (const cmd of ["ls", "dump", "objects", "missing-objects"]) {
+      for (const [bad, why] of [
+        [path.join(work, "no-such-dir"), "No such file or directory"],
+        [p, "Not a directory"],
+      ]) {
+        const r = cfsctl(["info", `--basedir=${bad}`, cmd, p]);
+        expect(r.status, cmd).toBe(1);
+        expect(r.stdout.length).toBe(0);
+        expect(r.stderr.toString()).toBe(`cfsctl: error: Can't open basedir ${bad}: ${why}\n`);
+      }
+    }
     const imageObjects = cfsctl(["image-objects", p]);
     expect(imageObjects.status).toBe(0);
     expect(imageObjects.stdout.toString()).toBe(`${digest}\n${"ff" + "e".repeat(62)}\n`);
@@ -347,3 +359,23 @@ function ensureBuilt(): void {
     // tsc still emits when another file has a type error; the tests below tell.
   }
 }
+
+describe("info missing-objects below a long basedir", () => {
+  it("finds an object whose joined path is longer than PATH_MAX, as fstatat from the basedir does", () => {
+    const work = tmpdir();
+    const seg = "c".repeat(200);
+    const payload = `${Array(19).fill(seg).join("/")}/${"f".repeat(101)}`;
+    const base = path.join(work, "b".repeat(200));
+    fs.mkdirSync(base);
+    // Made one level at a time (relative): the whole path is too long for one call.
+    const made = spawnSync(process.execPath, ["-e", `process.chdir(process.argv[1]); const c = process.argv[2].split("/"); for (const d of c.slice(0, -1)) { fs.mkdirSync(d); process.chdir(d); } fs.writeFileSync(c[c.length - 1], "")`, base, payload]);
+    expect(made.status, made.stderr.toString()).toBe(0);
+    const img = path.join(work, "long.img");
+    fs.writeFileSync(img, imageOf(`${ROOT_LINE}/f 100 100644 1 0 0 0 0.0 ${payload} - -\n`));
+    expect(Buffer.byteLength(`${base}/${payload}`)).toBeGreaterThan(4095);
+    const r = cfsctl(["info", "missing-objects", `--basedir=${base}`, img]);
+    expect(r.stderr.toString()).toBe("");
+    expect(r.stdout.toString()).toBe("");
+    spawnSync("rm", ["-rf", work]);
+  });
+});

@@ -9,6 +9,7 @@ import type { ReadOptions } from "../../erofs/reader.js";
 import { StdoutBuffer } from "../io.js";
 import { UsageError } from "../main.js";
 import { collectPayloads, dumpImages, loadImageArg } from "./read.js";
+import { loadCfsNative } from "../../util/native.js";
 
 interface ImageCmdOptions {
   filter?: string[];
@@ -29,8 +30,25 @@ function imageOptions(cmd: Command): { read: ReadOptions; basedir?: string } {
     if (f.includes("/")) throw new CfsError(`Filter must be a single name: ${f}`);
   }
   const read: ReadOptions = filters.length > 0 ? { filter: filters.map((f) => Buffer.from(f)) } : {};
-  return { read, basedir: own.basedir ?? parent.basedir };
+  const basedir = own.basedir ?? parent.basedir;
+  // composefs-info opens a given basedir before any image, whatever the command.
+  if (basedir !== undefined) checkBasedir(basedir);
+  return { read, basedir };
 }
+
+/** The basedir must be a directory that can be opened (O_PATH, as upstream opens it). */
+function checkBasedir(basedir: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(basedir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | O_PATH);
+  } catch (e) {
+    throw describeSystemError(e, `Can't open basedir ${basedir}`);
+  }
+  fs.closeSync(fd);
+}
+
+/** Linux O_PATH (not exported by node:fs). */
+const O_PATH = 0o10000000;
 
 const FILTER_HELP = "only these entries of the root directory (repeatable)";
 
@@ -74,16 +92,28 @@ function printObjects(cmd: Command, images: string[], read: ReadOptions, basedir
   out.flush();
 }
 
-/** fstatat(basedir, rel) succeeds (following symlinks); an empty rel is the base itself. */
+/**
+ * fstatat(basedir, rel) succeeds (following symlinks); an empty rel is the
+ * base itself. A joined path past PATH_MAX is opened by the addon, from the
+ * longest part the kernel takes.
+ */
 function existsBelow(base: Buffer, rel: string): boolean {
   const p = rel.length === 0 ? base : Buffer.concat([base, SLASH, Buffer.from(rel, "latin1")]);
   try {
     fs.statSync(p);
     return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENAMETOOLONG" || native === null) return false;
+  }
+  try {
+    fs.closeSync(native.openLong(p, O_PATH));
+    return true;
   } catch {
     return false;
   }
 }
+
+const native = loadCfsNative();
 
 export function registerInfo(program: Command): Command {
   const info = program
@@ -135,13 +165,6 @@ export function registerInfo(program: Command): Command {
     .action((images: string[], _o: unknown, cmd: Command) => {
       const { read, basedir } = imageOptions(cmd);
       if (basedir === undefined) throw new UsageError("missing-objects needs --basedir=DIR");
-      let st: fs.Stats;
-      try {
-        st = fs.statSync(basedir);
-      } catch (e) {
-        throw describeSystemError(e, `Can't open basedir ${basedir}`);
-      }
-      if (!st.isDirectory()) throw new CfsError(`Can't open basedir ${basedir}: Not a directory`);
       printObjects(cmd, images, read, basedir);
     });
   info
