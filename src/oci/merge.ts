@@ -70,9 +70,10 @@ function removeEntry(dir: Inode, name: Buffer): void {
 interface Pending {
   e: TarEntry;
   data: EntryData | null;
-  where: string;
-  comps: Buffer[];
+  label: string;
 }
+
+const NO_BYTES = Buffer.alloc(0);
 
 export class LayerMerger {
   readonly root = new Inode(S_IFDIR | 0o755);
@@ -151,18 +152,21 @@ export class LayerMerger {
       }
       return;
     }
-    // Kept past this entry's turn: copies, not views of the reader's buffers.
+    // Kept past this entry's turn: copies, not views of the reader's buffers
+    // (the path is split again when the entry is applied).
     const kept: TarEntry = {
       ...e,
       path: Buffer.from(e.path),
-      linkname: Buffer.from(e.linkname),
-      xattrs: e.xattrs.map((x) => ({ key: Buffer.from(x.key), value: Buffer.from(x.value) })),
+      linkname: e.linkname.length === 0 ? NO_BYTES : Buffer.from(e.linkname),
+      xattrs: e.xattrs.length === 0 ? [] : e.xattrs.map((x) => ({ key: Buffer.from(x.key), value: Buffer.from(x.value) })),
     };
-    this.pending.push({ e: kept, data, where, comps: comps.map((c) => Buffer.from(c)) });
+    this.pending.push({ e: kept, data, label: this.label });
   }
 
   private apply(p: Pending): void {
-    const { e, data, where, comps } = p;
+    const { e, data } = p;
+    const where = `${p.label}: ${show(e.path)}`;
+    const comps = components(e.path, where);
     const name = comps[comps.length - 1]!;
     const parent = this.parentOf(comps, where, true)!;
     const existing = parent.lookup(name);
