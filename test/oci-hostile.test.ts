@@ -62,7 +62,6 @@ describe("hostile layers", () => {
   const cases: Array<[string, () => Buffer[], RegExp]> = [
     ["path traversal with ..", () => [tar([{ name: "../escape", data: "x" }])], /'\.\.' refused/],
     ["traversal hidden in the middle", () => [tar([{ name: "a/", type: "5" }, { name: "a/../../b", data: big(100) }])], /'\.\.' refused/],
-    ["absolute path", () => [tar([{ name: "/etc/passwd", data: "x" }])], /absolute path refused/],
     ["PAX path with ..", () => [tar([{ name: "ok", data: "x", pax: { path: "x/../../../root/.ssh/authorized_keys" } }])], /'\.\.' refused/],
     ["write through a symlink", () => [tar([{ name: "l", type: "2", linkname: "/etc" }, { name: "l/passwd", data: "x" }])], /is a symlink/],
     ["write through a symlink of a lower layer", () => [tar([{ name: "l", type: "2", linkname: "/etc" }]), tar([{ name: "l/passwd", data: "x" }])], /is a symlink/],

@@ -500,3 +500,26 @@ describe("empty PAX values", () => {
     expect(rows.slice(1)).toEqual(["/f 1 100644 1 5 6 0 1234.0 - x - user.e="]);
   });
 });
+
+describe("absolute member names", () => {
+  it("are read from the image root, hardlink targets too: the same image as relative names", () => {
+    const dir = tmpdir();
+    const make = (prefix: string) => {
+      const f = path.join(dir, `${prefix === "/" ? "abs" : "rel"}.tar`);
+      fs.writeFileSync(
+        f,
+        tar([
+          { name: `${prefix}etc/`, type: "5", mode: 0o755, mtime: 1000 },
+          { name: `${prefix}etc/passwd`, data: "root:x:0:0::/root:/bin/sh\n", mtime: 1000 },
+          { name: "etc/link", type: "1", linkname: `${prefix}etc/passwd`, mtime: 1000 },
+        ]),
+      );
+      return f;
+    };
+    const repo = tmpdir();
+    const rel = importOci(repo, [make("")]);
+    expect(importOci(repo, [make("/")])).toBe(rel);
+    const rows = cfsctl(["--repo", repo, "dump", rel]).stdout.toString().trim().split("\n");
+    expect(rows.map((l) => l.split(" ").slice(0, 4).join(" "))).toEqual(["/ 4096 40555 3", "/etc 61 40755 2", "/etc/link 26 100644 2", "/etc/passwd 26 @100644 2"]);
+  });
+});

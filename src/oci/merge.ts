@@ -32,10 +32,12 @@ const WH = Buffer.from(".wh.");
 const S_ISGID = 0o2000;
 const OPAQUE = Buffer.from(".wh..wh..opq");
 
-/** Path components; `.` and empty ones dropped, `..` and absolute paths refused. */
+/**
+ * Path components below the image root; `.` and empty ones dropped (so a
+ * leading `/` too: an absolute name is read from the root, as composefs-rs,
+ * GNU tar, umoci and containers/storage read it), `..` refused.
+ */
 function components(p: Buffer, where: string): Buffer[] {
-  // tar writers store relative names; an absolute one is a crafted archive
-  if (p[0] === 0x2f) throw new CfsError(`${where}: absolute path refused`);
   const out: Buffer[] = [];
   let i = 0;
   while (i <= p.length) {
