@@ -29,8 +29,8 @@ import type { EntryData } from "./layer.js";
 import type { TarEntry } from "./tar.js";
 
 const WH = Buffer.from(".wh.");
-const S_ISGID = 0o2000;
 const OPAQUE = Buffer.from(".wh..wh..opq");
+const S_ISGID = 0o2000;
 
 /**
  * Path components below the image root; `.` and empty ones dropped (so a
