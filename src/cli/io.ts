@@ -5,7 +5,6 @@ import { CfsError, describeSystemError } from "../util/errors.js";
 import { readSyncWaiting } from "../util/read-sync.js";
 import { sleepMs } from "../util/sleep.js";
 
-
 /** Write everything to a file descriptor, waiting out EAGAIN on non-blocking pipes. */
 export function writeAllSync(fd: number, data: Uint8Array | string): void {
   let buf = typeof data === "string" ? Buffer.from(data, "latin1") : data;

@@ -39,7 +39,6 @@ function loadFsExt(): FsExt | null {
   return fsExt;
 }
 
-
 export interface RepoLock {
   readonly mode: LockMode;
   release(): void;

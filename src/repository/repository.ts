@@ -164,7 +164,6 @@ function writeAll(fd: number, data: Uint8Array): void {
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
-
 /** A stream id: one path component, not `refs`, not hidden. */
 export function validateStreamId(id: string): void {
   if (id === "" || id === "refs" || id.includes("/") || id.includes("\0") || id.startsWith(".")) {

@@ -9,19 +9,10 @@
  * error (ELOOP), never followed.
  */
 import fs from "node:fs";
-import { loadCfsNative } from "../util/native.js";
+import { openAnyLength } from "../util/open-any-length.js";
 
-const native = loadCfsNative();
-
-/** A path longer than PATH_MAX (which only the native scanner walks) is opened by the addon. */
 export function openScanned(path: Buffer | string): number {
-  const flags = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
-  try {
-    return fs.openSync(path, flags);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENAMETOOLONG" || native === null) throw e;
-    return native.openLong(typeof path === "string" ? Buffer.from(path) : path, flags);
-  }
+  return openAnyLength(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
 }
 
 /**

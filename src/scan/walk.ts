@@ -24,6 +24,7 @@ import { HashPool } from "./hash-pool.js";
 import { loadCfsNative, loadXattrAddon, type XattrAddon } from "../util/native.js";
 import { mountPointsBelow } from "./mounts.js";
 import { openScanned } from "./open-scanned.js";
+import { O_PATH } from "../util/open-any-length.js";
 import { PackedEntries, forEachPackedXattr } from "./packed-entries.js";
 
 /**
@@ -34,9 +35,6 @@ let xattr: XattrAddon | null = null;
 
 /** The native scanner, where it was built (else the JavaScript walk below). */
 const native = loadCfsNative();
-
-/** Linux O_PATH (not exported by node:fs). */
-const O_PATH = 0o10000000;
 
 export interface WalkOptions {
   /** One inode per (st_dev, st_ino) with several names found (container rules). */

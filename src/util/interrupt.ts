@@ -117,7 +117,6 @@ function runAll(set: Set<() => void>): void {
   set.clear();
 }
 
-
 /**
  * Remove the files whose names start with `prefix` in `dir` and, `depth`
  * levels down, in its subdirectories (never following symlinks).

@@ -9,7 +9,7 @@ import type { ReadOptions } from "../../erofs/reader.js";
 import { StdoutBuffer } from "../io.js";
 import { UsageError } from "../main.js";
 import { collectPayloads, dumpImages, loadImageArg } from "./read.js";
-import { loadCfsNative } from "../../util/native.js";
+import { O_PATH, openAnyLength } from "../../util/open-any-length.js";
 
 interface ImageCmdOptions {
   filter?: string[];
@@ -46,9 +46,6 @@ function checkBasedir(basedir: string): void {
   }
   fs.closeSync(fd);
 }
-
-/** Linux O_PATH (not exported by node:fs). */
-const O_PATH = 0o10000000;
 
 const FILTER_HELP = "only these entries of the root directory (repeatable)";
 
@@ -94,26 +91,17 @@ function printObjects(cmd: Command, images: string[], read: ReadOptions, basedir
 
 /**
  * fstatat(basedir, rel) succeeds (following symlinks); an empty rel is the
- * base itself. A joined path past PATH_MAX is opened by the addon, from the
- * longest part the kernel takes.
+ * base itself. Opened with O_PATH, so a joined path past PATH_MAX works too.
  */
 function existsBelow(base: Buffer, rel: string): boolean {
   const p = rel.length === 0 ? base : Buffer.concat([base, SLASH, Buffer.from(rel, "latin1")]);
   try {
-    fs.statSync(p);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENAMETOOLONG" || native === null) return false;
-  }
-  try {
-    fs.closeSync(native.openLong(p, O_PATH));
+    fs.closeSync(openAnyLength(p, O_PATH));
     return true;
   } catch {
     return false;
   }
 }
-
-const native = loadCfsNative();
 
 export function registerInfo(program: Command): Command {
   const info = program
