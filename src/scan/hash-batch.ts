@@ -103,11 +103,11 @@ function writeSmall(tmp: string, size: number): void {
   }
 }
 
-/** The objects/XX directory of the digest at digests[at…] in `store`, and whether the object exists. */
-function objectDir(store: string, digests: Uint8Array, at: number, len: number): { dir: string; exists: boolean } {
+/** The objects/XX directory of the digest at digests[at…] in `store`, whether the object exists, and the digest in hex. */
+function objectDir(store: string, digests: Uint8Array, at: number, len: number): { dir: string; exists: boolean; hex: string } {
   const hex = Buffer.from(digests.buffer, digests.byteOffset + at, len).toString("hex");
   const dir = path.join(store, hex.slice(0, 2));
-  return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))) };
+  return { dir, exists: fs.existsSync(path.join(dir, hex.slice(2))), hex };
 }
 
 /**
@@ -293,8 +293,8 @@ export function hashBatch(b: HashBatch): HashBatchResult {
   let tmps: (string | null)[] | null = null;
   let nativeErrors: (string | null)[] | null = null;
   if (native !== null) nativeErrors = native.hashFiles(b.paths, b.ends, b.meta, verityAlgorithmId(b.alg), digests);
-  // Objects of this batch already copied: files of equal content are copied once.
-  const copied = b.store === null || native === null ? null : new Set<string>();
+  // Objects of this batch already copied (hex): files of equal content are copied once.
+  const copied = new Set<string>();
   let start = 0;
   for (let i = 0; i < n; i++) {
     const end = b.ends[i]!;
@@ -308,11 +308,10 @@ export function hashBatch(b: HashBatch): HashBatchResult {
         const error = nativeErrors?.[i] ?? null;
         if (error !== null) throw new Failure(error);
         const obj = b.store === null ? null : objectDir(b.store, digests, i * hashLen, hashLen);
-        const key = copied === null ? "" : Buffer.from(digests.buffer, digests.byteOffset + i * hashLen, hashLen).toString("hex");
-        if (obj === null || obj.exists || copied!.has(key)) tmp = null;
+        if (obj === null || obj.exists || copied.has(obj.hex)) tmp = null;
         else {
           tmp = storeChecked(job, b.alg, obj.dir, digests, i * hashLen, hashLen);
-          copied!.add(key);
+          copied.add(obj.hex);
         }
       }
       if (tmp !== null) (tmps ??= new Array<string | null>(n).fill(null))[i] = tmp;
