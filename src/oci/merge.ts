@@ -37,7 +37,7 @@ const S_ISGID = 0o2000;
  * leading `/` too: an absolute name is read from the root, as composefs-rs,
  * GNU tar, umoci and containers/storage read it), `..` refused.
  */
-function components(p: Buffer, where: string): Buffer[] {
+function components(p: Buffer, where: () => string): Buffer[] {
   const out: Buffer[] = [];
   let i = 0;
   while (i <= p.length) {
@@ -46,8 +46,8 @@ function components(p: Buffer, where: string): Buffer[] {
     const c = p.subarray(i, j);
     i = j + 1;
     if (c.length === 0 || (c.length === 1 && c[0] === 0x2e)) continue;
-    if (c.length === 2 && c[0] === 0x2e && c[1] === 0x2e) throw new CfsError(`${where}: path with '..' refused`);
-    if (c.length > 255) throw new CfsError(`${where}: name longer than 255 bytes`);
+    if (c.length === 2 && c[0] === 0x2e && c[1] === 0x2e) throw new CfsError(`${where()}: path with '..' refused`);
+    if (c.length > 255) throw new CfsError(`${where()}: name longer than 255 bytes`);
     out.push(c);
   }
   return out;
@@ -96,7 +96,7 @@ export class LayerMerger {
   }
 
   /** Walk to the parent of `comps`; missing directories are made when `create`. */
-  private parentOf(comps: Buffer[], where: string, create: boolean): Inode | null {
+  private parentOf(comps: Buffer[], where: () => string, create: boolean): Inode | null {
     let dir = this.root;
     for (let i = 0; i < comps.length - 1; i++) {
       const e = dir.lookup(comps[i]!);
@@ -116,7 +116,7 @@ export class LayerMerger {
       if (!e.inode.isDir()) {
         if (!create) return null;
         const what = e.inode.type === S_IFLNK ? "a symlink" : "not a directory";
-        throw new CfsError(`${where}: ${show(Buffer.from(comps.slice(0, i + 1).join("/")))} is ${what} (a path through it is refused)`);
+        throw new CfsError(`${where()}: ${show(Buffer.from(comps.slice(0, i + 1).join("/")))} is ${what} (a path through it is refused)`);
       }
       dir = e.inode;
     }
@@ -134,11 +134,12 @@ export class LayerMerger {
   }
 
   add(e: TarEntry, data: EntryData | null): void {
-    const where = `${this.label}: ${show(e.path)}`;
+    // Named only in an error: most entries never need the string.
+    const where = () => `${this.label}: ${show(e.path)}`;
     const comps = components(e.path, where);
     if (comps.length === 0) {
       // The root's own entry never counts (the root rule decides), but it must be a directory.
-      if (e.type !== "5") throw new CfsError(`${where}: the root entry is not a directory`);
+      if (e.type !== "5") throw new CfsError(`${where()}: the root entry is not a directory`);
       return;
     }
     const name = comps[comps.length - 1]!;
@@ -168,9 +169,10 @@ export class LayerMerger {
   private apply(p: Pending): void {
     const { e, data } = p;
     const where = `${p.label}: ${show(e.path)}`;
-    const comps = components(e.path, where);
+    const named = () => where;
+    const comps = components(e.path, named);
     const name = comps[comps.length - 1]!;
-    const parent = this.parentOf(comps, where, true)!;
+    const parent = this.parentOf(comps, named, true)!;
     const existing = parent.lookup(name);
     if (e.type === "5" && existing && existing.inode.isDir()) {
       // Listed again: newer metadata and xattrs, children kept.
@@ -196,7 +198,7 @@ export class LayerMerger {
         } else if (data && data.inline.length > 0) inode.content = data.inline;
         break;
       case "1": {
-        const tcomps = components(e.linkname, where);
+        const tcomps = components(e.linkname, named);
         const target = this.lookupPath(tcomps);
         if (!target) throw new CfsError(`${where}: hardlink to a missing entry ${show(e.linkname)}`);
         if (target.isDir()) throw new CfsError(`${where}: hardlink to a directory ${show(e.linkname)}`);
