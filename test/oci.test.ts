@@ -191,26 +191,35 @@ describe("podman oci-archive", () => {
 });
 
 describe("docker-archive", () => {
-  it("a docker save style archive gives the digest of its layers imported one by one", () => {
+  const files = ["layer1.tar", "layer2.tar", "layer3.tar"];
+
+  /**
+   * A docker-archive of the GNU tar layers, named `tag`: each layer stored
+   * as `layerName(hex)` (a directory part is made), then the config and
+   * manifest.json, and any `extra` files; returns the archive's path.
+   */
+  const dockerArchive = (tag: string, layerName: (hex: string) => string, extra: (hexes: string[]) => Record<string, string> = () => ({})) => {
     const dir = tmpdir();
-    const files = ["layer1.tar", "layer2.tar", "layer3.tar"];
-    const diffIds: string[] = [];
-    const layerPaths: string[] = [];
-    for (const f of files) {
-      const b = fs.readFileSync(path.join(G, f));
-      const hex = sha256(b).slice(7);
-      diffIds.push(`sha256:${hex}`);
-      fs.mkdirSync(path.join(dir, hex));
-      fs.copyFileSync(path.join(G, f), path.join(dir, hex, "layer.tar"));
-      layerPaths.push(`${hex}/layer.tar`);
-    }
-    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: diffIds } }));
+    const hexes = files.map((f) => sha256(fs.readFileSync(path.join(G, f))).slice(7));
+    const layerPaths = hexes.map(layerName);
+    files.forEach((f, i) => {
+      fs.mkdirSync(path.dirname(path.join(dir, layerPaths[i]!)), { recursive: true });
+      fs.copyFileSync(path.join(G, f), path.join(dir, layerPaths[i]!));
+    });
+    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: hexes.map((h) => `sha256:${h}`) } }));
     const configName = `${sha256(config).slice(7)}.json`;
     fs.writeFileSync(path.join(dir, configName), config);
-    fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify([{ Config: configName, RepoTags: ["localhost/x:latest"], Layers: layerPaths }]));
+    fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify([{ Config: configName, RepoTags: [tag], Layers: layerPaths }]));
+    const more = extra(hexes);
+    for (const [name, text] of Object.entries(more)) fs.writeFileSync(path.join(dir, name), text);
     const archive = path.join(tmpdir(), "docker.tar");
-    const members = [...layerPaths.map((p) => p.split("/")[0]!), configName, "manifest.json"];
+    const members = [...layerPaths.map((p) => p.split("/")[0]!), configName, "manifest.json", ...Object.keys(more)];
     expect(spawnSync("tar", ["-C", dir, "-cf", archive, ...members]).status).toBe(0);
+    return archive;
+  };
+
+  it("a docker save style archive gives the digest of its layers imported one by one", () => {
+    const archive = dockerArchive("localhost/x:latest", (hex) => `${hex}/layer.tar`);
     const repo = tmpdir();
     const viaArchive = importOci(repo, [archive]);
     expect(importOci(repo, files.map((f) => path.join(G, f)))).toBe(viaArchive);
@@ -218,23 +227,7 @@ describe("docker-archive", () => {
   });
 
   it("as skopeo and podman write it (layers as <hex>.tar, first in the archive) gives the same digest", () => {
-    const dir = tmpdir();
-    const files = ["layer1.tar", "layer2.tar", "layer3.tar"];
-    const diffIds: string[] = [];
-    const layerNames: string[] = [];
-    for (const f of files) {
-      const hex = sha256(fs.readFileSync(path.join(G, f))).slice(7);
-      diffIds.push(`sha256:${hex}`);
-      fs.copyFileSync(path.join(G, f), path.join(dir, `${hex}.tar`));
-      layerNames.push(`${hex}.tar`);
-    }
-    const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: diffIds } }));
-    const configName = `${sha256(config).slice(7)}.json`;
-    fs.writeFileSync(path.join(dir, configName), config);
-    fs.writeFileSync(path.join(dir, "manifest.json"), JSON.stringify([{ Config: configName, RepoTags: ["example/img:t"], Layers: layerNames }]));
-    fs.writeFileSync(path.join(dir, "repositories"), JSON.stringify({ "example/img": { t: diffIds[2]!.slice(7) } }));
-    const archive = path.join(tmpdir(), "skopeo.tar");
-    expect(spawnSync("tar", ["-C", dir, "-cf", archive, ...layerNames, configName, "manifest.json", "repositories"]).status).toBe(0);
+    const archive = dockerArchive("example/img:t", (hex) => `${hex}.tar`, (hexes) => ({ repositories: JSON.stringify({ "example/img": { t: hexes[2]! } }) }));
     const repo = tmpdir();
     const viaArchive = importOci(repo, [archive]);
     expect(importOci(repo, files.map((f) => path.join(G, f)))).toBe(viaArchive);
