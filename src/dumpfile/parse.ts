@@ -109,7 +109,7 @@ function strtoull(buf: Buffer, start: number, end: number, base: 8 | 10): number
 }
 
 /** BigInts of small sizes, made once (every inode has one). */
-const SMALL_BIGINTS: bigint[] = [];
+const SMALL_BIGINTS: bigint[] = new Array<bigint>(8192);
 function smallBigInt(n: number): bigint {
   if (n >= 8192) return BigInt(n);
   let v = SMALL_BIGINTS[n];
@@ -154,20 +154,18 @@ function intError(buf: Buffer, s: number, e: number): string {
   return `Invalid integer ${buf.toString("latin1", s, e)}`;
 }
 
-function hexNibble(c: number): number {
-  if (c >= 0x30 && c <= 0x39) return c - 0x30;
-  c |= 0x20;
-  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
-  return -1;
-}
+/** Value of each byte as a hex digit, either case; -1 for any other byte. */
+const HEX_VALUE = new Int8Array(256).fill(-1);
+for (let i = 0; i < 10; i++) HEX_VALUE[0x30 + i] = i;
+for (let i = 0; i < 6; i++) HEX_VALUE[0x41 + i] = HEX_VALUE[0x61 + i] = 10 + i;
 
 /** Exactly 64 hex digits, either case, to 32 bytes; null otherwise. */
 function parseDigest(f: Buffer, s = 0, e = f.length): Buffer | null {
   if (e - s !== 64) return null;
   const out = Buffer.allocUnsafe(32);
   for (let i = 0; i < 32; i++) {
-    const hi = hexNibble(f[s + 2 * i]!);
-    const lo = hexNibble(f[s + 2 * i + 1]!);
+    const hi = HEX_VALUE[f[s + 2 * i]!]!;
+    const lo = HEX_VALUE[f[s + 2 * i + 1]!]!;
     if (hi < 0 || lo < 0) return null;
     out[i] = (hi << 4) | lo;
   }
@@ -214,6 +212,7 @@ export class DumpfileParser {
     let pos = 0;
     const len = data.length;
     this.nextNul = data.indexOf(0);
+    this.nextEsc = data.indexOf(0x5c);
     this.input = data;
     while (pos < len) {
       const nl = data.indexOf(0x0a, pos);
@@ -259,6 +258,7 @@ export class DumpfileParser {
       const end = have + n;
       this.input = buf;
       this.nextNul = buf.subarray(0, end).indexOf(0);
+      this.nextEsc = buf.subarray(0, end).indexOf(0x5c);
       // Every complete line in buf[0, end); the rest moves to the front.
       let pos = 0;
       for (;;) {
@@ -277,6 +277,7 @@ export class DumpfileParser {
       if (this.strict) this.fail("Missing trailing newline");
       this.input = buf;
       this.nextNul = buf.subarray(0, have).indexOf(0);
+      this.nextEsc = buf.subarray(0, have).indexOf(0x5c);
       this.parseLineChecked(buf, 0, have);
     }
     const root = this.finish();
@@ -286,10 +287,15 @@ export class DumpfileParser {
 
   /** Where the next NUL byte of the input is (-1: none), so lines need no scan of their own. */
   private nextNul = -1;
+  /** The same for the next backslash, and whether the line at hand has one (else no field needs unescaping). */
+  private nextEsc = -1;
+  private esc = false;
 
   private parseLineChecked(data: Buffer, start: number, end: number): void {
     try {
       if (this.nextNul >= 0 && this.nextNul < start) this.nextNul = data.indexOf(0, start);
+      if (this.nextEsc >= 0 && this.nextEsc < start) this.nextEsc = data.indexOf(0x5c, start);
+      this.esc = this.nextEsc >= 0 && this.nextEsc < end;
       this.parseLine(data, start, end);
     } catch (e) {
       if (e instanceof DumpSyntaxError) this.fail(e.message);
@@ -336,7 +342,8 @@ export class DumpfileParser {
     let pb = buf;
     let ps = F[0]!;
     let pe = F[1]!;
-    if (hasEscape(buf, ps, pe)) {
+    const esc = this.esc;
+    if (esc && hasEscape(buf, ps, pe)) {
       pb = cstr(unescape(buf, ps, pe));
       ps = 0;
       pe = pb.length;
@@ -420,7 +427,7 @@ export class DumpfileParser {
     let ds = F[20]!;
     let de = F[21]!;
     if (de - ds === 1 && buf[ds] === 0x2d) digestBuf = null;
-    else if (hasEscape(buf, ds, de)) {
+    else if (esc && hasEscape(buf, ds, de)) {
       digestBuf = unescape(buf, ds, de);
       ds = 0;
       de = digestBuf.length;
@@ -480,8 +487,8 @@ export class DumpfileParser {
       if (sp < 0 || sp > end) sp = end;
       const eq = buf.indexOf(0x3d, p);
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
-      const key = hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
-      const value = hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
+      const key = esc && hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
+      const value = esc && hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
       used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
       if (used < 0) this.fail("Can't set xattr");
       p = sp + 1;
@@ -574,7 +581,7 @@ export class DumpfileParser {
     const s = FIELDS[2 * f]!;
     const e = FIELDS[2 * f + 1]!;
     if (e - s === 1 && buf[s] === 0x2d) return null;
-    if (hasEscape(buf, s, e)) return unescape(buf, s, e);
+    if (this.esc && hasEscape(buf, s, e)) return unescape(buf, s, e);
     return buf === this.input ? this.copyOut(buf, s, e) : buf.subarray(s, e);
   }
 
