@@ -232,18 +232,18 @@ export function encodeInode(buf: Buffer, off: number, h: InodeHeader): void {
   encodeInodeFields(buf, off, h.extended, h.layout, h.xattrIcount, h.mode, h.nlink, h.size, h.u, h.ino, h.uid, h.gid, h.mtimeSec, h.mtimeNsec);
 }
 
-function put16(buf: Uint8Array, off: number, v: number): void {
+/** Little-endian stores as plain byte writes (no bounds-checking call per field). */
+export function put16(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v;
   buf[off + 1] = v >>> 8;
 }
 
-function put32(buf: Uint8Array, off: number, v: number): void {
+export function put32(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v;
   buf[off + 1] = v >>> 8;
   buf[off + 2] = v >>> 16;
   buf[off + 3] = v >>> 24;
 }
-
 
 /** A 64-bit two's complement value, little-endian (no BigInt arithmetic below 2^53). */
 function put64(buf: Buffer, off: number, v: bigint): void {

@@ -65,6 +65,8 @@ import {
   MAX_SHARED_REFS,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_PREFIX,
+  put16,
+  put32,
   roundUp,
   SLOT_SIZE,
   SUPER_OFFSET,
@@ -413,11 +415,12 @@ function cmpShared(ak: Buffer, av: Buffer, bk: Buffer, bv: Buffer): number {
 }
 
 /**
- * The distinct (key, value) pairs of an image, found by hashing the bytes
- * and comparing exactly on a hash hit. A pair is a number; its key, value
- * (for a metacopy or redirect key what it stands for, see isVirtual), key
- * info, use count, offset in the shared table (-1: none) and encoded entry
- * size (4-byte aligned) are in the arrays below.
+ * The distinct (key, value) pairs of an image, found by value object (see
+ * use), or else by hashing the bytes and comparing exactly on a hash hit.
+ * A pair is a number; its key, value (for a metacopy or redirect key what
+ * it stands for, see isVirtual), key info, use count, offset in the shared
+ * table (-1: none) and encoded entry size (4-byte aligned) are in the
+ * arrays below.
  */
 class Pairs {
   /** Open addressing: slot -> pair + 1 (0: empty), and the pair's hash. */
@@ -462,8 +465,37 @@ class Pairs {
     return ki;
   }
 
+  /**
+   * Pairs by value object: a parsed tree shares one Buffer among the equal
+   * values it holds (the parser interns them), so most lookups need neither
+   * a hash nor a comparison. A hit counts only for the same key object. A
+   * tree whose values are each an object of its own (a scanned one) gets
+   * nothing from it: the map is dropped once misses outnumber hits. Nor do
+   * metacopy and redirect values, each file's own.
+   */
+  private byObject: Map<Buffer, number> | null = new Map();
+  private objectHits = 0;
+  private objectMisses = 0;
+
   /** The pair of (key, value), counted once more. */
   use(key: Buffer, value: Buffer): number {
+    // Metacopy and redirect values are each file's own objects.
+    if (isVirtual(key)) return this.find(key, value);
+    const byObject = this.byObject;
+    if (byObject === null) return this.find(key, value);
+    let e = byObject.get(value);
+    if (e !== undefined && this.keys[e] === key) {
+      this.objectHits++;
+      this.count[e]!++;
+      return e;
+    }
+    if (++this.objectMisses > 1024 && this.objectMisses > this.objectHits) this.byObject = null;
+    e = this.find(key, value);
+    byObject.set(value, e);
+    return e;
+  }
+
+  private find(key: Buffer, value: Buffer): number {
     const ki = this.keyInfo(key);
     const h = hashBytes(value, ki.hash);
     const slots = this.slots;
@@ -495,16 +527,21 @@ class Pairs {
   }
 }
 
-/** FNV-1a over at most the first and last 24 bytes (a hit is compared in full). */
+/**
+ * A multiply-by-31 hash of at most the first and last 24 bytes (a hit is
+ * compared in full), mixed at the end. Shifts and adds only: it runs fast
+ * before the JIT has compiled it, as it must for a small tree.
+ */
 function hashBytes(b: Uint8Array, h: number): number {
   const n = b.length;
   if (n <= 48) {
-    for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    for (let i = 0; i < n; i++) h = ((h << 5) - h + b[i]!) | 0;
   } else {
-    for (let i = 0; i < 24; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-    for (let i = n - 24; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    for (let i = 0; i < 24; i++) h = ((h << 5) - h + b[i]!) | 0;
+    for (let i = n - 24; i < n; i++) h = ((h << 5) - h + b[i]!) | 0;
   }
-  return Math.imul(h ^ n, 0x01000193);
+  h = (h ^ n ^ (h >>> 16)) | 0;
+  return (h ^ (h << 7) ^ (h >>> 13)) | 0;
 }
 
 interface KeyInfo {
@@ -758,9 +795,61 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   if (!root.isDir()) throw new CfsError("cannot write file: the root is not a directory");
   const version = chooseVersion(root, opts.minVersion ?? 0, opts.maxVersion ?? 1);
   metacopyAlgorithm = opts.metacopyAlgorithm ?? "sha256";
+  // One function a step: each is compiled on its own as it gets hot, and
+  // none is thrown back to the interpreter by a later step it never ran.
   const nodes = buildNodes(root, version);
+  const tree = computeTree(nodes);
+  const { pairs, flat } = collectPairs(nodes);
+  const shared = sharedTable(pairs);
+  const layout = placeInodes(nodes, pairs, flat, tree);
+  const inodesEnd = roundUp(layout.end, SLOT_SIZE);
+  const dataStart = roundUp(inodesEnd + shared.size, BLOCK_SIZE);
+  const totalSize = dataStart + layout.nDataBlocks * BLOCK_SIZE;
+  // The root comes first (nid 36), unless its inline tail had it moved to the next block.
+  const rootNid = nodes[0]!.nid;
+  if (rootNid > 0xffff) throw new CfsError("internal: root nid does not fit the superblock");
+  if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
 
-  // lcfs_compute_tree: nlink of directories, xattr order, minimum mtime, ACLs.
+  const win = new ImageWindow(totalSize, sink, opts.windowSize);
+  win.at(0, FIRST_INODE_OFFSET);
+  const img = win.buf;
+  // composefs header
+  img.writeUInt32LE(COMPOSEFS_MAGIC, 0);
+  img.writeUInt32LE(COMPOSEFS_HEADER_VERSION, 4);
+  img.writeUInt32LE(tree.hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0, 8);
+  img.writeUInt32LE(version, 12);
+  encodeSuperBlock(img, SUPER_OFFSET, {
+    magic: EROFS_MAGIC,
+    checksum: 0,
+    featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
+    blkszbits: 12,
+    rootNid,
+    inos: BigInt(nodes.length),
+    buildTime: tree.minSec,
+    buildTimeNsec: tree.minNsec,
+    blocks: dataStart / BLOCK_SIZE + layout.nDataBlocks,
+    metaBlkAddr: 0,
+    xattrBlkAddr: Math.floor(inodesEnd / BLOCK_SIZE),
+    featureIncompat: 0,
+  });
+  writeInodes(win, nodes, pairs, flat, inodesEnd % BLOCK_SIZE, dataStart / BLOCK_SIZE);
+  writeSharedTable(win, pairs, shared.list, inodesEnd);
+  const end = writeDataBlocks(win, nodes, dataStart);
+  if (end !== totalSize) throw new CfsError("internal: data block accounting mismatch");
+  win.finish();
+  return { window: win, version };
+}
+
+interface TreeFacts {
+  /** The oldest mtime: the superblock's build time, and what compact inodes share. */
+  minSec: bigint;
+  minNsec: number;
+  hasAcl: boolean;
+}
+
+/** lcfs_compute_tree: xattr order, minimum mtime, ACLs (directory nlink is counted in buildNodes). */
+function computeTree(nodes: WNode[]): TreeFacts {
+  const root = nodes[0]!.src;
   let minSec = root.mtimeSec;
   let minNsec = root.mtimeNsec;
   let hasAcl = false;
@@ -778,8 +867,15 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     }
     if (!hasAcl) for (const a of xs) if (bytesEqual(a.key, K_ACL_ACCESS) || bytesEqual(a.key, K_ACL_DEFAULT)) hasAcl = true;
   }
+  return { minSec, minNsec, hasAcl };
+}
 
-  // Shared xattrs: every (key, value) pair used by two or more inodes.
+/**
+ * Every inode's (key, value) pairs, found in one table: the sorted xattrs
+ * with metacopy and redirect merged in at their place. flat[n.pairStart,
+ * n.pairStart + n.pairCount) are node n's pairs.
+ */
+function collectPairs(nodes: WNode[]): { pairs: Pairs; flat: Int32Array } {
   let nPairRefs = 0;
   for (const n of nodes) nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
   const pairs = new Pairs(nPairRefs);
@@ -790,7 +886,6 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     let v = n.virtual;
     const total = xs.length + (v & 1) + (v >> 1);
     if (total === 0) continue;
-    // The sorted xattrs, with metacopy and redirect merged in at their place.
     n.pairStart = nextRef;
     n.pairCount = total;
     let i = 0;
@@ -812,22 +907,31 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
       flat[nextRef++] = e;
     }
   }
-  const sharedList: number[] = [];
+  return { pairs, flat };
+}
+
+/** Shared xattrs: every pair used by two or more inodes, in table order, with their offsets set. */
+function sharedTable(pairs: Pairs): { list: number[]; size: number } {
+  const list: number[] = [];
   for (let e = 0; e < pairs.length; e++) {
     if (pairs.count[e]! > 1) {
       materialize(pairs, e);
-      sharedList.push(e);
+      list.push(e);
     }
   }
   const { keys, values } = pairs;
-  sharedList.sort((a, b) => cmpShared(keys[a]!, values[a]!, keys[b]!, values[b]!));
-  let sharedSize = 0;
-  for (const e of sharedList) {
-    pairs.offset[e] = sharedSize;
-    sharedSize += pairs.size[e]!;
+  list.sort((a, b) => cmpShared(keys[a]!, values[a]!, keys[b]!, values[b]!));
+  let size = 0;
+  for (const e of list) {
+    pairs.offset[e] = size;
+    size += pairs.size[e]!;
   }
+  return { list, size };
+}
 
-  // compute_erofs_inodes: placement.
+/** compute_erofs_inodes: inode format, xattr size and offset of every node. Returns where the last ends and how many data blocks all take. */
+function placeInodes(nodes: WNode[], pairs: Pairs, flat: Int32Array, tree: TreeFacts): { end: number; nDataBlocks: number } {
+  const { minSec, minNsec } = tree;
   let pos = FIRST_INODE_OFFSET;
   let nDataBlocks = 0;
   for (const n of nodes) {
@@ -860,57 +964,32 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
     nDataBlocks += n.nBlocks;
     pos = n.offset + isize + n.xattrSize + n.tail;
   }
-  const inodesEnd = roundUp(pos, SLOT_SIZE);
-  const dataStart = roundUp(inodesEnd + sharedSize, BLOCK_SIZE);
-  const totalSize = dataStart + nDataBlocks * BLOCK_SIZE;
-  // The root comes first (nid 36), unless its inline tail had it moved to the next block.
-  const rootNid = nodes[0]!.nid;
-  if (rootNid > 0xffff) throw new CfsError("internal: root nid does not fit the superblock");
-  if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
+  return { end: pos, nDataBlocks };
+}
 
-  const win = new ImageWindow(totalSize, sink, opts.windowSize);
-  win.at(0, FIRST_INODE_OFFSET);
-  let img = win.buf;
-  // composefs header
-  img.writeUInt32LE(COMPOSEFS_MAGIC, 0);
-  img.writeUInt32LE(COMPOSEFS_HEADER_VERSION, 4);
-  img.writeUInt32LE(hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0, 8);
-  img.writeUInt32LE(version, 12);
-  encodeSuperBlock(img, SUPER_OFFSET, {
-    magic: EROFS_MAGIC,
-    checksum: 0,
-    featureCompat: FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER,
-    blkszbits: 12,
-    rootNid,
-    inos: BigInt(nodes.length),
-    buildTime: minSec,
-    buildTimeNsec: minNsec,
-    blocks: dataStart / BLOCK_SIZE + nDataBlocks,
-    metaBlkAddr: 0,
-    xattrBlkAddr: Math.floor(inodesEnd / BLOCK_SIZE),
-    featureIncompat: 0,
-  });
-
-  // Inodes, handing out data blocks in the order they are written below.
-  let nextBlock = dataStart / BLOCK_SIZE;
-  const sharedBase = inodesEnd % BLOCK_SIZE;
+/** The inodes, handing out data blocks from firstBlock in the order writeDataBlocks writes them. */
+function writeInodes(win: ImageWindow, nodes: WNode[], pairs: Pairs, flat: Int32Array, sharedBase: number, firstBlock: number): void {
+  let nextBlock = firstBlock;
   for (let ino = 0; ino < nodes.length; ino++) {
     const n = nodes[ino]!;
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     const at = win.at(n.offset, isize + n.xattrSize + n.tail);
     nextBlock = writeInode(win.buf, at, n, ino, pairs, flat, sharedBase, nextBlock);
   }
+}
 
-  // Shared xattr table.
-  let off = inodesEnd;
-  for (const e of sharedList) {
+function writeSharedTable(win: ImageWindow, pairs: Pairs, list: number[], start: number): void {
+  let off = start;
+  for (const e of list) {
     const size = pairs.size[e]!;
     const at = win.at(off, size);
     writeXattrEntry(win.buf, at, pairs, e);
     off += size;
   }
+}
 
-  // Data blocks.
+/** The data blocks from dataStart: directory blocks, chunk indexes, inline data too long for its inode. Returns the end. */
+function writeDataBlocks(win: ImageWindow, nodes: WNode[], dataStart: number): number {
   let block = dataStart;
   for (const n of nodes) {
     if (n.type === S_IFDIR) {
@@ -922,7 +1001,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
       }
     } else if (n.nBlocks > 0) {
       const at = win.at(block, BLOCK_SIZE);
-      img = win.buf;
+      const img = win.buf;
       if (n.type === S_IFREG && n.src.content === null) {
         img.fill(0xff, at, at + BLOCK_SIZE); // 1024 null chunk indexes
       } else {
@@ -932,9 +1011,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
       block += BLOCK_SIZE;
     }
   }
-  if (block !== totalSize) throw new CfsError("internal: data block accounting mismatch");
-  win.finish();
-  return { window: win, version };
+  return block;
 }
 
 function writeXattrEntry(img: Buffer, off: number, pairs: Pairs, e: number): number {
@@ -944,7 +1021,7 @@ function writeXattrEntry(img: Buffer, off: number, pairs: Pairs, e: number): num
   const suffixLen = key.length - ki.suffixStart;
   img[off] = suffixLen;
   img[off + 1] = ki.index;
-  img.writeUInt16LE(virtualLength(key, value), off + 2);
+  put16(img, off + 2, virtualLength(key, value));
   copyInto(img, off + 4, key, ki.suffixStart);
   writeValue(img, off + 4 + suffixLen, key, value);
   return off + pairs.size[e]!;
@@ -957,8 +1034,8 @@ function writeDirents(img: Buffer, off: number, n: WNode, a: number, b: number):
   const targets = n.dir!.targets;
   for (let i = a; i < b; i++) {
     const t = targets[i]!;
-    img.writeUInt32LE(t.nid, p); // nid, le64: the high half stays zero
-    img.writeUInt16LE(nameoff & 0xffff, p + 8);
+    put32(img, p, t.offset / SLOT_SIZE); // nid, le64: the high half stays zero
+    put16(img, p + 8, nameoff & 0xffff);
     img[p + 10] = fileType(t.mode);
     p += DIRENT_SIZE;
     nameoff += names[i]!.length;
@@ -1007,7 +1084,7 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, pairs: Pairs
   encodeInodeFields(img, at, !n.compact, layout, xattrIcount, n.mode, n.nlink, size, u, ino, n.src.uid, n.src.gid, n.src.mtimeSec, n.src.mtimeNsec);
   let p = at + (n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE);
   if (n.xattrSize > 0) {
-    img.writeUInt32LE(xattrFilter(n, pairs, flat), p);
+    put32(img, p, xattrFilter(n, pairs, flat));
     img[p + 4] = n.nShared;
     p += XATTR_IBODY_HEADER_SIZE;
     // The first nShared shared pairs in key order are referenced by id, the rest inline.
@@ -1016,7 +1093,7 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, pairs: Pairs
     for (let i = n.pairStart; i < end; i++) {
       const e = flat[i]!;
       if (pairs.count[e]! > 1 && refs < n.nShared) {
-        img.writeUInt32LE((sharedBase + pairs.offset[e]!) / 4, p);
+        put32(img, p, (sharedBase + pairs.offset[e]!) / 4);
         p += 4;
         refs++;
       }
