@@ -157,6 +157,7 @@ class WNode {
   xattrSize = 0;
   offset = 0;
   chunkCount = 0;
+  chunkBits = 0;
   /** mode & S_IFMT. */
   type: number;
   /** A regular file whose data is elsewhere (chunk-based, with metacopy). */
@@ -183,6 +184,7 @@ class WNode {
     if (this.external) {
       const c = chunking(this.size);
       this.chunkCount = c.chunkCount;
+      this.chunkBits = c.chunkBits;
     }
   }
 
@@ -264,7 +266,10 @@ function chooseVersion(root: Inode, minVersion: number, maxVersion: number): num
   while (stack.length > 0) {
     const n = stack.pop()!;
     if (isWhiteout(n)) return 1;
-    if (n.entries) for (const e of n.entries) if (!e.hardlink) stack.push(e.inode);
+    const ents = n.entries;
+    if (ents) {
+      for (let i = 0; i < ents.length; i++) if (!ents[i]!.hardlink) stack.push(ents[i]!.inode);
+    }
   }
   return minVersion;
 }
@@ -529,19 +534,21 @@ class Pairs {
 
 /**
  * A multiply-by-31 hash of at most the first and last 24 bytes (a hit is
- * compared in full), mixed at the end. Shifts and adds only: it runs fast
- * before the JIT has compiled it, as it must for a small tree.
+ * compared in full), kept to 24 bits and mixed at the end. Every value it
+ * computes is a small integer: before the JIT has compiled it, a number
+ * beyond 2^30 would be a heap allocation, one per byte hashed.
  */
 function hashBytes(b: Uint8Array, h: number): number {
   const n = b.length;
+  h &= 0xffffff;
   if (n <= 48) {
-    for (let i = 0; i < n; i++) h = ((h << 5) - h + b[i]!) | 0;
+    for (let i = 0; i < n; i++) h = (h * 31 + b[i]!) & 0xffffff;
   } else {
-    for (let i = 0; i < 24; i++) h = ((h << 5) - h + b[i]!) | 0;
-    for (let i = n - 24; i < n; i++) h = ((h << 5) - h + b[i]!) | 0;
+    for (let i = 0; i < 24; i++) h = (h * 31 + b[i]!) & 0xffffff;
+    for (let i = n - 24; i < n; i++) h = (h * 31 + b[i]!) & 0xffffff;
   }
-  h = (h ^ n ^ (h >>> 16)) | 0;
-  return (h ^ (h << 7) ^ (h >>> 13)) | 0;
+  h = (h ^ (n & 0xffffff) ^ (h >>> 13)) & 0xffffff;
+  return (h ^ ((h << 5) & 0xffffff) ^ (h >>> 7)) & 0xffffff;
 }
 
 interface KeyInfo {
@@ -865,7 +872,12 @@ function computeTree(nodes: WNode[]): TreeFacts {
       minSec = s.mtimeSec;
       minNsec = s.mtimeNsec;
     }
-    if (!hasAcl) for (const a of xs) if (bytesEqual(a.key, K_ACL_ACCESS) || bytesEqual(a.key, K_ACL_DEFAULT)) hasAcl = true;
+    if (!hasAcl) {
+      for (let k = 0; k < xs.length; k++) {
+        const key = xs[k]!.key;
+        if (bytesEqual(key, K_ACL_ACCESS) || bytesEqual(key, K_ACL_DEFAULT)) hasAcl = true;
+      }
+    }
   }
   return { minSec, minNsec, hasAcl };
 }
@@ -877,11 +889,15 @@ function computeTree(nodes: WNode[]): TreeFacts {
  */
 function collectPairs(nodes: WNode[]): { pairs: Pairs; flat: Int32Array } {
   let nPairRefs = 0;
-  for (const n of nodes) nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
+  for (let j = 0; j < nodes.length; j++) {
+    const n = nodes[j]!;
+    nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
+  }
   const pairs = new Pairs(nPairRefs);
   const flat = new Int32Array(nPairRefs);
   let nextRef = 0;
-  for (const n of nodes) {
+  for (let j = 0; j < nodes.length; j++) {
+    const n = nodes[j]!;
     const xs = n.xattrs;
     let v = n.virtual;
     const total = xs.length + (v & 1) + (v >> 1);
@@ -934,16 +950,16 @@ function placeInodes(nodes: WNode[], pairs: Pairs, flat: Int32Array, tree: TreeF
   const { minSec, minNsec } = tree;
   let pos = FIRST_INODE_OFFSET;
   let nDataBlocks = 0;
-  for (const n of nodes) {
+  for (let j = 0; j < nodes.length; j++) {
+    const n = nodes[j]!;
     dataShape(n);
-    const dirSize = n.type === S_IFDIR ? BigInt(n.nBlocks * BLOCK_SIZE + n.tail) : n.size;
     n.compact =
       n.src.mtimeSec === minSec &&
       n.src.mtimeNsec === minNsec &&
       n.nlink <= 0xffff &&
       n.src.uid <= 0xffff &&
       n.src.gid <= 0xffff &&
-      dirSize <= 0xffffffffn;
+      (n.type === S_IFDIR ? n.nBlocks * BLOCK_SIZE + n.tail <= 0xffffffff : n.size <= 0xffffffffn);
     const isize = n.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE;
     let nShared = 0;
     let unsharedSize = 0;
@@ -991,7 +1007,8 @@ function writeSharedTable(win: ImageWindow, pairs: Pairs, list: number[], start:
 /** The data blocks from dataStart: directory blocks, chunk indexes, inline data too long for its inode. Returns the end. */
 function writeDataBlocks(win: ImageWindow, nodes: WNode[], dataStart: number): number {
   let block = dataStart;
-  for (const n of nodes) {
+  for (let j = 0; j < nodes.length; j++) {
+    const n = nodes[j]!;
     if (n.type === S_IFDIR) {
       for (let g = 0; g < n.nBlocks; g++) {
         const [a, b] = n.dir!.groups[g]!;
@@ -1077,7 +1094,7 @@ function writeInode(img: Buffer, at: number, n: WNode, ino: number, pairs: Pairs
     if (n.external) {
       layout = LAYOUT_CHUNK_BASED;
       // i_u is a union: the chunk format overwrites its low 16 bits.
-      u = ((u & 0xffff0000) | (chunking(n.size).chunkBits - 12)) >>> 0;
+      u = ((u & 0xffff0000) | (n.chunkBits - 12)) >>> 0;
     }
   }
   const xattrIcount = n.xattrSize === 0 ? 0 : (n.xattrSize - XATTR_IBODY_HEADER_SIZE) / 4 + 1;
