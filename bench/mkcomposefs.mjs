@@ -6,6 +6,11 @@
 // The two tools run alternately, round after round, so that load from other
 // work on the machine falls on both alike; the report gives medians of wall
 // and CPU (user + system) time, the highest peak RSS, and the load average.
+//
+// Where NODE_EXTRA_CA_CERTS is set, every Node process reads and parses that
+// certificate bundle before it runs any code (tens of milliseconds on a small
+// machine), although cfsctl never opens a TLS connection. cfsctl then also
+// runs without it, in the same rounds, and both rows are reported.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -21,9 +26,13 @@ const big = path.join(OUT, "100k.dump");
 fs.writeFileSync(big, genDumpfile(100_000));
 const peer = findPeer("mkcomposefs");
 
+const caCerts = process.env.NODE_EXTRA_CA_CERTS;
+const envWithoutCa = { ...process.env };
+delete envWithoutCa.NODE_EXTRA_CA_CERTS;
+
 /** One run under GNU time: wall seconds, CPU seconds, peak RSS in MB. */
-function once(cmd) {
-  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S %M", "sh", "-c", cmd], { encoding: "utf8", maxBuffer: 1 << 30 });
+function once(cmd, env = process.env) {
+  const r = spawnSync("/usr/bin/time", ["-f", "%e %U %S %M", "sh", "-c", cmd], { encoding: "utf8", maxBuffer: 1 << 30, env });
   if (r.status !== 0) throw new Error(`${cmd} failed (${r.status}): ${r.stderr.slice(-2000)}`);
   const [wall, user, sys, rss] = r.stderr.trim().split("\n").pop().split(" ").map(Number);
   return { wall, cpu: user + sys, rss: rss / 1024 };
@@ -50,22 +59,29 @@ for (const [label, dump] of [["cs9-x86_64-minimal", cs9], ["100k entries", big]]
   once(oursCmd);
   if (theirsCmd) once(theirsCmd);
   const ours = [];
+  const oursNoCa = [];
   const theirs = [];
   for (let i = 0; i < RUNS; i++) {
     ours.push(once(oursCmd));
+    if (caCerts !== undefined) oursNoCa.push(once(oursCmd, envWithoutCa));
     if (theirsCmd) theirs.push(once(theirsCmd));
   }
+  const t = theirsCmd ? summary(theirs) : null;
+  const ratio = (o) => (t ? { wall: o.wall / t.wall, cpu: o.cpu / t.cpu } : undefined);
   const o = summary(ours);
-  rows.push({ name: `cfsctl mkcomposefs (${label}, ${entries} entries)`, ...o });
-  if (theirsCmd) {
-    const t = summary(theirs);
-    rows[rows.length - 1].ratio = { wall: o.wall / t.wall, cpu: o.cpu / t.cpu };
+  rows.push({ name: `cfsctl mkcomposefs (${label}, ${entries} entries)`, ...o, ratio: ratio(o) });
+  if (caCerts !== undefined) {
+    const n = summary(oursNoCa);
+    rows.push({ name: `  the same without NODE_EXTRA_CA_CERTS`, ...n, ratio: ratio(n) });
+  }
+  if (t) {
     rows.push({ name: `upstream mkcomposefs (${label})`, ...t });
     const same = fs.readFileSync(`${OUT}/ours.img`).equals(fs.readFileSync(`${OUT}/theirs.img`));
     console.log(`${label}: images ${same ? "identical" : "DIFFER"}`);
   }
 }
 if (!peer) console.log("upstream mkcomposefs not found (set CFSCTL_PEERS): no ratio");
+if (caCerts !== undefined) console.log(`NODE_EXTRA_CA_CERTS=${caCerts}: each Node start parses it; cfsctl was also run without it`);
 const w = Math.max(...rows.map((r) => r.name.length));
 for (const r of rows) {
   const ratio = r.ratio ? `  ratio wall ${r.ratio.wall.toFixed(2)} cpu ${r.ratio.cpu.toFixed(2)}` : "";

@@ -130,7 +130,8 @@ export function chunking(size: bigint): { chunkBits: number; chunkCount: number 
     }
     if (chunkBits < BLOCK_BITS) chunkBits = BLOCK_BITS;
     if (chunkBits - BLOCK_BITS > CHUNK_FORMAT_BLKBITS_MASK) chunkBits = CHUNK_FORMAT_BLKBITS_MASK + BLOCK_BITS;
-    const count = Math.ceil(n / 2 ** chunkBits);
+    // A shift where it fits 31 bits: `**` is a call to pow() in code not yet compiled.
+    const count = Math.ceil(n / (chunkBits <= 30 ? 1 << chunkBits : 2 ** chunkBits));
     return { chunkBits, chunkCount: count > 0xffffffff ? 0xffffffff : count };
   }
   let chunkBits: number;
