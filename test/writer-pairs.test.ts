@@ -1,0 +1,69 @@
+/**
+ * Shared xattrs are the same whether a tree's equal values are one Buffer
+ * (as the dumpfile parser interns them) or each a Buffer of its own (as a
+ * directory scan makes them): the writer finds pairs by value object first,
+ * and gives that up for hashing once most lookups miss.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseDumpfile } from "../src/dumpfile/parse.js";
+import { writeImage } from "../src/erofs/writer.js";
+import type { Inode } from "../src/model/inode.js";
+import { fsckErofs, tmpdir } from "./helpers.js";
+
+const work = tmpdir();
+
+/**
+ * 3000 files whose xattrs repeat: a few labels, a value used under two keys
+ * (one Buffer for both once parsed), and one value per file of its own.
+ */
+function dumpfile(): string {
+  const lines = ["/ 4096 40755 2 0 0 0 0.0 - - -", "/d 4096 40755 2 0 0 0 0.0 - - -"];
+  const labels = ["system_u:object_r:usr_t:s0", "system_u:object_r:bin_t:s0", "system_u:object_r:lib_t:s0"];
+  for (let i = 0; i < 3000; i++) {
+    const x = [`security.selinux=${labels[i % 3]}`, `user.own=v${i}`];
+    if (i % 5 === 0) x.push("user.a=same", "user.b=same");
+    if (i % 7 === 0) x.push("trusted.x=same");
+    lines.push(`/d/f${i} 100 100644 1 0 0 0 0.0 ${(i % 251).toString(16).padStart(2, "0")}/${i.toString(16).padStart(62, "0")} - - ${x.join(" ")}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** The tree again, every xattr key and value (of inodes from `from` on) a Buffer of its own. */
+function unshare(root: Inode, from: number): Inode {
+  let n = 0;
+  const walk = (inode: Inode): void => {
+    if (n++ >= from) inode.xattrs = inode.xattrs.map((x) => ({ key: Buffer.from(x.key), value: Buffer.from(x.value) }));
+    for (const e of inode.entries ?? []) walk(e.inode);
+  };
+  walk(root);
+  return root;
+}
+
+function occurrences(hay: Buffer, needle: string): number {
+  let n = 0;
+  for (let i = hay.indexOf(needle); i >= 0; i = hay.indexOf(needle, i + 1)) n++;
+  return n;
+}
+
+describe("shared xattrs", () => {
+  it("are the same for shared and unshared value objects", () => {
+    const text = dumpfile();
+    const shared = writeImage(parseDumpfile(Buffer.from(text))).image;
+    // Each value its own object: the lookups by object all miss.
+    const own = writeImage(unshare(parseDumpfile(Buffer.from(text)), 0)).image;
+    // Shared objects for the first 1500 inodes, then each its own: lookups by
+    // object are given up partway.
+    const mixed = writeImage(unshare(parseDumpfile(Buffer.from(text)), 1500)).image;
+    expect(own.equals(shared)).toBe(true);
+    expect(mixed.equals(shared)).toBe(true);
+    const p = path.join(work, "pairs.img");
+    fs.writeFileSync(p, shared);
+    fsckErofs(p);
+    // The repeated pairs went to the shared table, once each: a label, and
+    // "same" under user.a, user.b and trusted.x.
+    expect(occurrences(shared, "system_u:object_r:usr_t:s0")).toBe(1);
+    expect(occurrences(shared, "same")).toBe(3);
+  });
+});
