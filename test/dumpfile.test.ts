@@ -79,6 +79,16 @@ describe("parser rules", () => {
     expect(err(ROOT + `/${"n".repeat(256)} 0 100644 1 0 0 0 0.0 - - -\n`)).toMatch(/Can't add child/);
     expect(err(ROOT + "/a 0 100644 1 0 0 0 0.0 - - - \\q=1\n")).toMatch(/Unsupported escape type q/);
   });
+  it("reads a digest of 64 hex digits in either case, and refuses any other byte among them", () => {
+    const hex = "0123456789abcdefABCDEF".repeat(3).slice(0, 64);
+    const a = parse(ROOT + `/a 4096 100644 1 0 0 0 0.0 - - ${hex}\n`).entries![0]!.inode.digest!;
+    expect(a.toString("hex")).toBe(hex.toLowerCase());
+    // The bytes on either side of each hex range, and one past 'f'.
+    for (const bad of ["/", ":", "@", "G", "`", "g", "\\x00"]) {
+      const digest = hex.slice(0, 63) + bad;
+      expect(err(ROOT + `/a 4096 100644 1 0 0 0 0.0 - - ${digest}\n`)).toMatch(/Invalid digest/);
+    }
+  });
   it("keeps upstream's lenient integers (a bad GID is ignored when UID is not 0)", () => {
     const r = parse(ROOT + "/a 0 100644 1 5 x 0 0.0 - - -\n");
     expect(r.entries![0]!.inode.gid).toBe(0);
