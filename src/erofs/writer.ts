@@ -99,6 +99,8 @@ export interface WriteOptions {
   metacopyAlgorithm?: "sha256" | "sha512";
   /** writeImageTo's window (default 1 MiB); tests make it small to cross many window ends. */
   windowSize?: number;
+  /** Probes before the pair table turns to strings (default 64, see Pairs.byBytes); tests make it 0 to take that path. */
+  maxProbes?: number;
 }
 
 export interface WrittenImage {
@@ -441,7 +443,10 @@ class Pairs {
   readonly size: Int32Array;
 
   /** expected: how many lookups at most (the table never fills past half). */
-  constructor(expected: number) {
+  constructor(
+    expected: number,
+    private readonly maxProbes = MAX_PROBES,
+  ) {
     let cap = 16;
     while (cap < expected * 2) cap *= 2;
     this.slots = new Int32Array(cap);
@@ -500,15 +505,32 @@ class Pairs {
     return e;
   }
 
+  /**
+   * Pairs by their bytes as a string, once a lookup in the hash table has
+   * probed more than MAX_PROBES slots. Values made to collide under
+   * hashBytes would otherwise have every lookup walk all the others (a
+   * quadratic run on a hostile dumpfile or layer); V8 hashes strings with a
+   * per-process seed. Strings cost more memory than the table, so an
+   * ordinary tree never gets here.
+   */
+  private byBytes: Map<string, number> | null = null;
+
   private find(key: Buffer, value: Buffer): number {
+    if (this.byBytes !== null) return this.findByBytes(key, value);
     const ki = this.keyInfo(key);
     const h = hashBytes(value, ki.hash);
     const slots = this.slots;
     const mask = this.mask;
     let i = (h ^ (h >>> 15)) & mask;
-    for (;;) {
+    for (let probes = 0; ; probes++) {
       const s = slots[i]!;
       if (s === 0) break;
+      if (probes === this.maxProbes) {
+        const byBytes = new Map<string, number>();
+        for (let e = 0; e < this.length; e++) byBytes.set(pairString(this.keys[e]!, this.values[e]!), e);
+        this.byBytes = byBytes;
+        return this.findByBytes(key, value);
+      }
       if (this.hashes[i] === h) {
         const e = s - 1;
         const k = this.keys[e]!;
@@ -520,35 +542,53 @@ class Pairs {
       }
       i = (i + 1) & mask;
     }
+    const e = this.add(key, value, ki);
+    slots[i] = e + 1;
+    this.hashes[i] = h;
+    return e;
+  }
+
+  private findByBytes(key: Buffer, value: Buffer): number {
+    const str = pairString(key, value);
+    let e = this.byBytes!.get(str);
+    if (e !== undefined) {
+      this.count[e]!++;
+      return e;
+    }
+    e = this.add(key, value, this.keyInfo(key));
+    this.byBytes!.set(str, e);
+    return e;
+  }
+
+  /** A new pair, used once. */
+  private add(key: Buffer, value: Buffer, ki: KeyInfo): number {
     const e = this.length++;
     this.keys.push(key);
     this.values.push(value);
     this.kis.push(ki);
     this.count[e] = 1;
     this.size[e] = xattrEntrySize(key.length - ki.suffixStart, virtualLength(key, value));
-    slots[i] = e + 1;
-    this.hashes[i] = h;
     return e;
   }
 }
 
+/** See Pairs.byBytes. Linear probing at most half full takes a few probes; 64 is never reached by chance. */
+const MAX_PROBES = 64;
+
+/** A pair as one string: xattr names hold no NUL byte. */
+function pairString(key: Buffer, value: Buffer): string {
+  return key.toString("latin1") + "\0" + value.toString("latin1");
+}
+
 /**
- * A multiply-by-31 hash of at most the first and last 24 bytes (a hit is
- * compared in full), kept to 24 bits and mixed at the end. Every value it
- * computes is a small integer: before the JIT has compiled it, a number
- * beyond 2^30 would be a heap allocation, one per byte hashed.
+ * FNV-1a over every byte (a hit is still compared in full). Hashing only
+ * the ends of long values made values that differ only in their middle (a
+ * counter inside a longer string) collide, and every lookup walk them all.
  */
 function hashBytes(b: Uint8Array, h: number): number {
   const n = b.length;
-  h &= 0xffffff;
-  if (n <= 48) {
-    for (let i = 0; i < n; i++) h = (h * 31 + b[i]!) & 0xffffff;
-  } else {
-    for (let i = 0; i < 24; i++) h = (h * 31 + b[i]!) & 0xffffff;
-    for (let i = n - 24; i < n; i++) h = (h * 31 + b[i]!) & 0xffffff;
-  }
-  h = (h ^ (n & 0xffffff) ^ (h >>> 13)) & 0xffffff;
-  return (h ^ ((h << 5) & 0xffffff) ^ (h >>> 7)) & 0xffffff;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  return Math.imul(h ^ n, 0x01000193);
 }
 
 interface KeyInfo {
@@ -806,7 +846,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   // none is thrown back to the interpreter by a later step it never ran.
   const nodes = buildNodes(root, version);
   const tree = computeTree(nodes);
-  const { pairs, flat } = collectPairs(nodes);
+  const { pairs, flat } = collectPairs(nodes, opts.maxProbes);
   const shared = sharedTable(pairs);
   const layout = placeInodes(nodes, pairs, flat, tree);
   const inodesEnd = roundUp(layout.end, SLOT_SIZE);
@@ -887,13 +927,13 @@ function computeTree(nodes: WNode[]): TreeFacts {
  * with metacopy and redirect merged in at their place. flat[n.pairStart,
  * n.pairStart + n.pairCount) are node n's pairs.
  */
-function collectPairs(nodes: WNode[]): { pairs: Pairs; flat: Int32Array } {
+function collectPairs(nodes: WNode[], maxProbes: number | undefined): { pairs: Pairs; flat: Int32Array } {
   let nPairRefs = 0;
   for (let j = 0; j < nodes.length; j++) {
     const n = nodes[j]!;
     nPairRefs += n.xattrs.length + (n.virtual & 1) + (n.virtual >> 1);
   }
-  const pairs = new Pairs(nPairRefs);
+  const pairs = new Pairs(nPairRefs, maxProbes);
   const flat = new Int32Array(nPairRefs);
   let nextRef = 0;
   for (let j = 0; j < nodes.length; j++) {
