@@ -77,6 +77,27 @@ describe("an interrupted run", () => {
     });
   }
 
+  it("mkcomposefs --from-file, signalled while it writes the image, leaves no image and dies of SIGTERM", async () => {
+    // Parsing and writing run without a pause: the signal is taken once the
+    // image is written, before it is renamed into place. (It used to be
+    // dropped: the image was renamed and the run exited 0.)
+    const dump = path.join(work, "big.dump");
+    const lines = ["/ 4096 40755 2 0 0 0 0.0 - - -"];
+    for (let d = 0; d < 100; d++) {
+      lines.push(`/d${d} 4096 40755 2 0 0 0 0.0 - - -`);
+      for (let i = 0; i < 1000; i++) {
+        const id = (d * 1000 + i).toString(16).padStart(64, "0");
+        lines.push(`/d${d}/f${i} 5000 100644 1 0 0 0 0.0 ${id.slice(0, 2)}/${id.slice(2)} - ${id} user.n=${i}`);
+      }
+    }
+    fs.writeFileSync(dump, lines.join("\n") + "\n");
+    const dir = tmpdir();
+    const r = await interrupt(["mkcomposefs", "--from-file", dump, path.join(dir, "out.img")], dir, "SIGTERM");
+    if (!r.seen) return console.log(`mkcomposefs --from-file: finished before its temporary image showed (${r.code})`);
+    expect(r.signal, r.stderr).toBe("SIGTERM");
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
   it("a run waiting for the repository lock dies of SIGINT at once: gc removes nothing", async () => {
     const small = path.join(tmpdir(), "small");
     fs.mkdirSync(small);

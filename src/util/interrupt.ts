@@ -70,7 +70,7 @@ function register(set: Set<() => void>, fn: () => void): () => void {
     // is delivered first, not dropped with its listener.
     if (installed && !removalQueued && stoppers.size === 0 && cleanups.size === 0) {
       removalQueued = true;
-      setImmediate(() => {
+      afterPoll(() => {
         removalQueued = false;
         if (!installed || stoppers.size > 0 || cleanups.size > 0) return;
         installed = false;
@@ -84,6 +84,16 @@ function register(set: Set<() => void>, fn: () => void): () => void {
 let removalQueued = false;
 
 /**
+ * Run fn after the event loop has polled for I/O (where a signal is read)
+ * at least once. One setImmediate is not enough: queued from a callback of
+ * the poll phase, it runs in the check phase right after, before any new
+ * poll. Queued from the check phase, the second one runs after the next.
+ */
+function afterPoll(fn: () => void): void {
+  setImmediate(() => setImmediate(fn));
+}
+
+/**
  * A signal that came while the main thread was busy is only seen when the
  * event loop polls; a run that then ends without polling again would drop
  * it and exit 0. Awaiting this at the end of a run delivers it (the run
@@ -91,7 +101,7 @@ let removalQueued = false;
  */
 export async function deliverPendingSignal(): Promise<void> {
   if (!installed) return;
-  await new Promise((r) => setImmediate(r));
+  await new Promise<void>((r) => afterPoll(r));
 }
 
 function interrupted(sig: (typeof SIGNALS)[number]): void {

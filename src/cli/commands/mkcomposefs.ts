@@ -9,7 +9,7 @@ import { parseDumpfileFd, parseDumpfileFile } from "../../dumpfile/parse.js";
 import { COMPOSEFS_VERSION_MAX } from "../../erofs/format.js";
 import { writeImageTo, type WriteOptions } from "../../erofs/writer.js";
 import type { Inode } from "../../model/inode.js";
-import { onInterrupt } from "../../util/interrupt.js";
+import { deliverPendingSignal, onInterrupt } from "../../util/interrupt.js";
 import { removeQuietly } from "../../util/remove-quietly.js";
 import { writeAllSync, writeStdout } from "../io.js";
 import { UsageError } from "../main.js";
@@ -161,7 +161,7 @@ export async function runMkcomposefs(source: string, image: string | undefined, 
     hash = (chunk) => hasher.update(chunk);
     digest = () => hasher.digest();
   }
-  writeImageFile(root, { minVersion, maxVersion }, o.printDigestOnly ? null : image!, hash);
+  await writeImageFile(root, { minVersion, maxVersion }, o.printDigestOnly ? null : image!, hash);
   if (digest) writeStdout(digest().toString("hex") + "\n");
 }
 
@@ -215,7 +215,7 @@ function writeInto(root: Inode, opts: WriteOptions, path: string, hash: ((chunk:
  * failed run leaves no partial image; it is created only once the tree has
  * passed every check of the writer. Any other IMAGE is written into.
  */
-function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, hash: ((chunk: Buffer) => void) | null): void {
+async function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, hash: ((chunk: Buffer) => void) | null): Promise<void> {
   if (path === "-") {
     writeImageTo(root, opts, (chunk) => {
       if (process.stdout.isTTY) throw new CfsError("stdout is a tty. Refusing to use it");
@@ -240,6 +240,9 @@ function writeImageFile(root: Inode, opts: WriteOptions, path: string | null, ha
     fs.fsyncSync(out.fd);
     fs.closeSync(out.fd);
     out.fd = -1;
+    // The image was written without a pause: a signal sent meanwhile is
+    // taken now, and the run ends as interrupted, with no image.
+    await deliverPendingSignal();
     fs.renameSync(tmp, path);
   } catch (e) {
     if (out.fd >= 0) {
