@@ -139,6 +139,9 @@ interface KeyName {
   esc: string | null;
 }
 
+/** Longest hash chain of xattr names walked before a name is looked up as a string (see keyName). */
+const MAX_KEY_CHAIN = 16;
+
 /** An (index, suffix) pair seen in the image, chained by hash. */
 interface KeyEntry {
   index: number;
@@ -522,7 +525,11 @@ class Walker<T> {
     let h = Math.imul(index + 1, 0x9e3779b1) ^ n;
     for (let k = s; k < s + n; k++) h = Math.imul(h ^ buf[k]!, 0x01000193);
     const head = this.keyTable.get(h) ?? null;
+    let chain = 0;
     for (let e = head; e !== null; e = e.next) {
+      // Names made to share a hash (a hostile image) would make each lookup
+      // walk them all: past a few, the name is looked up as a string.
+      if (++chain > MAX_KEY_CHAIN) return this.newKeyName(index, s, n);
       if (e.index !== index || e.suffix.length !== n) continue;
       const suf = e.suffix;
       let k = 0;
