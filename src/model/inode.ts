@@ -81,14 +81,32 @@ export class Inode {
   xattrs: Xattr[];
   /** Running estimate of the xattr space, as lcfs_node_set_xattr keeps it. */
   xattrBudgetUsed = 0;
-  /** Sorted entries of a directory; null for every other type. */
-  entries: Dirent[] | null;
+  /** A directory's entries (see `entries`); null for every other type. */
+  private ents: Dirent[] | null;
+  /** A large directory's entries by name, once one was added out of order (see addEntry). */
+  private index: DirIndex | null = null;
 
   /** xattrs: the inode's own list (NO_XATTRS: none yet, see there). */
   constructor(mode: number, xattrs: Xattr[] = []) {
     this.mode = mode >>> 0;
     this.xattrs = xattrs;
-    this.entries = (mode & S_IFMT) === S_IFDIR ? [] : null;
+    this.ents = (mode & S_IFMT) === S_IFDIR ? [] : null;
+  }
+
+  /** The entries of a directory in byte order of their names; null for every other type. */
+  get entries(): Dirent[] | null {
+    const index = this.index;
+    if (index !== null && index.unsorted) {
+      this.ents!.sort((a, b) => compareBytes(a.name, b.name));
+      index.unsorted = false;
+    }
+    return this.ents;
+  }
+
+  /** Replace a directory's entries (sorted, names distinct). */
+  set entries(ents: Dirent[] | null) {
+    this.ents = ents;
+    this.index = null;
   }
 
   get type(): number {
@@ -125,32 +143,75 @@ export class Inode {
     return true;
   }
 
-  /** Binary search among the sorted entries. */
+  /** The entry of that name: a binary search among the sorted entries, or the index. */
   lookup(name: Buffer): Dirent | undefined {
-    const ents = this.entries;
+    const ents = this.ents;
     if (!ents) return undefined;
+    if (this.index !== null) return this.index.byName.get(name.toString("latin1"));
     const i = findEntry(ents, name);
     return i >= 0 ? ents[i] : undefined;
   }
 
   /**
-   * Insert an entry keeping byte order; false if the name exists already.
-   * Appending in sorted order (the common case) costs one comparison.
+   * Add an entry; null if the name exists already. Appending in sorted
+   * order (the common case) costs one comparison; an entry that sorts
+   * before the last is inserted at its place. In a directory of
+   * INDEX_FROM entries or more, that would cost a move of all the entries
+   * after it, each time (quadratic for a directory listed in reverse): the
+   * directory then gets an index by name, entries are appended, and they
+   * are sorted once, when `entries` is next read.
    */
   addEntry(name: Buffer, inode: Inode, hardlink = false): Dirent | null {
-    const ents = this.entries;
+    const ents = this.ents;
     if (!ents) throw new CfsError("internal: addEntry on a non-directory");
     const n = ents.length;
     const ent = { name, inode, hardlink };
+    const index = this.index;
+    if (index !== null) {
+      const key = name.toString("latin1");
+      if (index.byName.has(key)) return null;
+      if (!index.unsorted && n > 0 && compareBytes(ents[n - 1]!.name, name) > 0) index.unsorted = true;
+      ents.push(ent);
+      index.byName.set(key, ent);
+      return ent;
+    }
     if (n === 0 || compareBytes(ents[n - 1]!.name, name) < 0) {
       ents.push(ent);
       return ent;
     }
     const i = findEntry(ents, name);
     if (i >= 0) return null;
-    ents.splice(-i - 1, 0, ent);
+    if (n < INDEX_FROM) {
+      ents.splice(-i - 1, 0, ent);
+      return ent;
+    }
+    const byName = new Map<string, Dirent>();
+    for (const e of ents) byName.set(e.name.toString("latin1"), e);
+    byName.set(name.toString("latin1"), ent);
+    ents.push(ent);
+    this.index = { byName, unsorted: true };
     return ent;
   }
+
+  /** Remove the entry of that name; false if there is none. */
+  removeEntry(name: Buffer): boolean {
+    const ents = this.entries;
+    if (!ents) return false;
+    const i = findEntry(ents, name);
+    if (i < 0) return false;
+    ents.splice(i, 1);
+    this.index?.byName.delete(name.toString("latin1"));
+    return true;
+  }
+}
+
+/** Entries from which a directory filled out of order is indexed by name (see addEntry). */
+const INDEX_FROM = 256;
+
+interface DirIndex {
+  byName: Map<string, Dirent>;
+  /** Entries were appended out of order since they were last sorted. */
+  unsorted: boolean;
 }
 
 /**

@@ -62,12 +62,6 @@ function makedev(major: number, minor: number): number {
   return (((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12)) >>> 0;
 }
 
-function removeEntry(dir: Inode, name: Buffer): void {
-  const ents = dir.entries!;
-  const e = dir.lookup(name);
-  if (e) ents.splice(ents.indexOf(e), 1);
-}
-
 /** An entry of the layer being read, kept (with copies of its bytes) until the layer ends. */
 interface Pending {
   e: TarEntry;
@@ -151,7 +145,7 @@ export class LayerMerger {
         parent.entries = [];
       } else {
         const target = name.subarray(WH.length);
-        if (target.length > 0) removeEntry(parent, target);
+        if (target.length > 0) parent.removeEntry(target);
       }
       return;
     }
@@ -229,8 +223,13 @@ export class LayerMerger {
       this.setMeta(inode, e);
       this.setXattrs(inode, e, where);
     }
-    if (existing) removeEntry(parent, name);
-    parent.addEntry(name, inode, hardlink);
+    if (existing) {
+      // Replaced where it stands (no move of the entries after it).
+      existing.inode = inode;
+      existing.hardlink = hardlink;
+    } else {
+      parent.addEntry(name, inode, hardlink);
+    }
   }
 
   private setMeta(inode: Inode, e: TarEntry): void {
