@@ -1,10 +1,12 @@
 /** composefs-dump(5): parsing rules of upstream mkcomposefs and the writer. */
+import fs from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseDumpfile } from "../src/dumpfile/parse.js";
 import { dumpfileToString } from "../src/dumpfile/write.js";
 import { escape, Escape, unescape } from "../src/dumpfile/escape.js";
 import { CfsError } from "../src/util/errors.js";
-import { NOT_STRICT, assetDump, assetNames } from "./helpers.js";
+import { NOT_STRICT, assetDump, assetNames, cfsctl, tmpdir } from "./helpers.js";
 
 const ROOT = "/ 4096 40755 2 0 0 0 0.0 - - -\n";
 const parse = (s: string, strict = false) => parseDumpfile(Buffer.from(s, "latin1"), { strict, source: "t" });
@@ -116,6 +118,24 @@ describe("parser rules", () => {
     expect(a!.inode).toBe(c!.inode);
     expect(b!.inode).toBe(c!.inode);
     expect(c!.inode.nlink).toBe(1);
+  });
+  it("refuses hardlinks that lead round in a loop, naming the first line of one", () => {
+    expect(err(ROOT + "/a 0 @100644 0 0 0 0 0.0 /b - -\n/b 0 @100644 0 0 0 0 0.0 /a - -\n")).toMatch(/:2: cannot write file: hardlink loop/);
+    const tail = ROOT + "/f 0 100644 1 0 0 0 0.0 - - -\n/a 0 @100644 0 0 0 0 0.0 /f - -\n";
+    expect(err(tail + "/b 0 @100644 0 0 0 0 0.0 /c - -\n/c 0 @100644 0 0 0 0 0.0 /d - -\n/d 0 @100644 0 0 0 0 0.0 /c - -\n")).toMatch(/:4: cannot write file: hardlink loop/);
+  });
+  it("resolves a long chain of hardlinks in linear time", () => {
+    // Each link walked the chain to its end: 50,000 links took 77 s (upstream: 11 s).
+    const lines = [ROOT.trimEnd(), "/f 0 100644 1 0 0 0 0.0 - - -", "/l1 0 @100644 1 0 0 0 0.0 /f - -"];
+    for (let i = 2; i < 50000; i++) lines.push(`/l${i} 0 @100644 1 0 0 0 0.0 /l${i - 1} - -`);
+    const dir = tmpdir();
+    const dump = path.join(dir, "chain.dump");
+    fs.writeFileSync(dump, lines.join("\n") + "\n");
+    const res = cfsctl(["mkcomposefs", "--from-file", dump, path.join(dir, "chain.img")], { timeout: 20_000 });
+    expect(res.status, "-1: killed after 20 s").toBe(0);
+    const r = parseDumpfile(fs.readFileSync(dump));
+    const f = r.lookup(Buffer.from("f"))!.inode;
+    expect(r.entries!.every((e) => e.inode === f)).toBe(true);
   });
   it("strict mode adds upstream's four rejections", () => {
     expect(err(ROOT.trimEnd(), true)).toMatch(/Missing trailing newline/);

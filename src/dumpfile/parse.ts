@@ -651,19 +651,31 @@ export class DumpfileParser {
       if (found === fx.ent) this.fail(`Self-referential hardlink ${printable(fx.target)}`, fx.line);
       fx.linkTo = found instanceof Inode ? { name: Buffer.alloc(0), inode: found, hardlink: false } : found;
     }
-    // Follow chains to the inode that owns the data.
+    // Follow chains to the inode that owns the data. Every link of a chain
+    // walked is resolved with it: a chain of n links is walked once, not
+    // once from each of them (n^2 steps).
     const byEnt = new Map<Dirent, HardlinkFixup>();
     for (const fx of this.fixups) byEnt.set(fx.ent, fx);
+    const resolved = new Map<HardlinkFixup, Inode>();
+    const chain: HardlinkFixup[] = [];
     for (const fx of this.fixups) {
+      if (resolved.has(fx)) continue;
+      chain.length = 0;
+      chain.push(fx);
       let cur: Dirent = fx.linkTo!;
-      let steps = 0;
+      let owner: Inode | undefined;
       while (cur.hardlink) {
         const next = byEnt.get(cur);
-        if (!next || ++steps > this.fixups.length) this.fail("cannot write file: hardlink loop", fx.line);
+        if (!next || chain.length > this.fixups.length) this.fail("cannot write file: hardlink loop", fx.line);
+        owner = resolved.get(next);
+        if (owner !== undefined) break;
+        chain.push(next);
         cur = next.linkTo!;
       }
-      fx.ent.inode = cur.inode;
+      owner ??= cur.inode;
+      for (const c of chain) resolved.set(c, owner);
     }
+    for (const fx of this.fixups) fx.ent.inode = resolved.get(fx)!;
     return this.root;
   }
 }
