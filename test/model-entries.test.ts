@@ -41,6 +41,28 @@ describe("directory entries", () => {
     });
   }
 
+  it("removed from a large directory, then added again, read back sorted", () => {
+    const dir = new Inode(S_IFDIR);
+    const name = (i: number) => Buffer.from(`f${String(i).padStart(5, "0")}`);
+    for (let i = 0; i < 1000; i++) dir.addEntry(name(i), new Inode(S_IFREG));
+    for (let i = 0; i < 1000; i += 2) expect(dir.removeEntry(name(i))).toBe(true);
+    expect(dir.removeEntry(name(0))).toBe(false);
+    expect(dir.lookup(name(0))).toBeUndefined();
+    expect(dir.lookup(name(1))).toBeDefined();
+    // Added again, from the top down, between removals.
+    for (let i = 998; i >= 0; i -= 2) {
+      expect(dir.addEntry(name(i), new Inode(S_IFREG))).not.toBeNull();
+      if (i % 10 === 0) expect(dir.removeEntry(name(i + 1))).toBe(true);
+    }
+    const want = Array.from({ length: 1000 }, (_, i) => i).filter((i) => i % 2 === 0 || (i - 1) % 10 !== 0);
+    expect(names(dir)).toEqual(want.map((i) => name(i).toString()));
+    expect(dir.entries!.every((e) => dir.lookup(e.name) === e)).toBe(true);
+    dir.entries = [];
+    expect(dir.lookup(name(1))).toBeUndefined();
+    expect(dir.addEntry(name(1), new Inode(S_IFREG))).not.toBeNull();
+    expect(names(dir)).toEqual([name(1).toString()]);
+  });
+
   it("give the same image listed in any order", () => {
     const lines = Array.from({ length: 3000 }, (_, i) => `/d/f${(i * 7919) % 3000} 0 100644 1 0 0 0 0.0 - - -`);
     const head = "/ 4096 40755 2 0 0 0 0.0 - - -\n/d 4096 40755 2 0 0 0 0.0 - - -\n";

@@ -96,8 +96,14 @@ export class Inode {
   /** The entries of a directory in byte order of their names; null for every other type. */
   get entries(): Dirent[] | null {
     const index = this.index;
-    if (index !== null && index.unsorted) {
-      this.ents!.sort((a, b) => compareBytes(a.name, b.name));
+    if (index !== null && (index.unsorted || index.removed.size > 0)) {
+      let ents = this.ents!;
+      if (index.removed.size > 0) {
+        const removed = index.removed;
+        ents = this.ents = ents.filter((e) => !removed.has(e));
+        removed.clear();
+      }
+      if (index.unsorted) ents.sort((a, b) => compareBytes(a.name, b.name));
       index.unsorted = false;
     }
     return this.ents;
@@ -159,7 +165,8 @@ export class Inode {
    * INDEX_FROM entries or more, that would cost a move of all the entries
    * after it, each time (quadratic for a directory listed in reverse): the
    * directory then gets an index by name, entries are appended, and they
-   * are sorted once, when `entries` is next read.
+   * are sorted once, when `entries` is next read. (The index stays: later
+   * additions and removals go through it too.)
    */
   addEntry(name: Buffer, inode: Inode, hardlink = false): Dirent | null {
     const ents = this.ents;
@@ -185,23 +192,43 @@ export class Inode {
       ents.splice(-i - 1, 0, ent);
       return ent;
     }
-    const byName = new Map<string, Dirent>();
-    for (const e of ents) byName.set(e.name.toString("latin1"), e);
-    byName.set(name.toString("latin1"), ent);
+    const built = this.indexEntries(ents);
+    built.byName.set(name.toString("latin1"), ent);
     ents.push(ent);
-    this.index = { byName, unsorted: true };
+    built.unsorted = true;
     return ent;
   }
 
-  /** Remove the entry of that name; false if there is none. */
+  /**
+   * Remove the entry of that name; false if there is none. A large
+   * directory is indexed (see addEntry) and the entry only marked: the
+   * entries are compacted once, when next read.
+   */
   removeEntry(name: Buffer): boolean {
-    const ents = this.entries;
+    const ents = this.ents;
     if (!ents) return false;
-    const i = findEntry(ents, name);
-    if (i < 0) return false;
-    ents.splice(i, 1);
-    this.index?.byName.delete(name.toString("latin1"));
+    let index = this.index;
+    if (index === null) {
+      if (ents.length < INDEX_FROM) {
+        const i = findEntry(ents, name);
+        if (i < 0) return false;
+        ents.splice(i, 1);
+        return true;
+      }
+      index = this.indexEntries(ents);
+    }
+    const key = name.toString("latin1");
+    const e = index.byName.get(key);
+    if (e === undefined) return false;
+    index.byName.delete(key);
+    index.removed.add(e);
     return true;
+  }
+
+  private indexEntries(ents: Dirent[]): DirIndex {
+    const byName = new Map<string, Dirent>();
+    for (const e of ents) byName.set(e.name.toString("latin1"), e);
+    return (this.index = { byName, unsorted: false, removed: new Set() });
   }
 }
 
@@ -212,6 +239,8 @@ interface DirIndex {
   byName: Map<string, Dirent>;
   /** Entries were appended out of order since they were last sorted. */
   unsorted: boolean;
+  /** Entries removed since the entries were last read, still in the array. */
+  removed: Set<Dirent>;
 }
 
 /**

@@ -120,7 +120,7 @@ export class LayerMerger {
   private lookupPath(comps: Buffer[]): Inode | null {
     let n: Inode = this.root;
     for (const c of comps) {
-      const e = n.entries ? n.lookup(c) : undefined;
+      const e = n.lookup(c); // none in a non-directory (reading entries could sort them)
       if (!e) return null;
       n = e.inode;
     }
