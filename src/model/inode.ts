@@ -83,7 +83,7 @@ export class Inode {
   xattrBudgetUsed = 0;
   /** A directory's entries (see `entries`); null for every other type. */
   private ents: Dirent[] | null;
-  /** A large directory's entries by name, once one was added out of order (see addEntry). */
+  /** A large directory's entries by name, once one was added out of order or removed (see addEntry). */
   private index: DirIndex | null = null;
 
   /** xattrs: the inode's own list (NO_XATTRS: none yet, see there). */
@@ -232,7 +232,7 @@ export class Inode {
   }
 }
 
-/** Entries from which a directory filled out of order is indexed by name (see addEntry). */
+/** Entries from which a directory that gets one out of order, or loses one, is indexed by name (see addEntry). */
 const INDEX_FROM = 256;
 
 interface DirIndex {
