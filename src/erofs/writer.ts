@@ -423,7 +423,8 @@ function cmpShared(ak: Buffer, av: Buffer, bk: Buffer, bv: Buffer): number {
 
 /**
  * The distinct (key, value) pairs of an image, found by value object (see
- * use), or else by hashing the bytes and comparing exactly on a hash hit.
+ * use), or else by hashing the bytes and comparing exactly on a hash hit
+ * (by a Map of the bytes once a lookup has probed too long: see byBytes).
  * A pair is a number; its key, value (for a metacopy or redirect key what
  * it stands for, see isVirtual), key info, use count, offset in the shared
  * table (-1: none) and encoded entry size (4-byte aligned) are in the
