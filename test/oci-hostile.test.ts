@@ -110,6 +110,10 @@ describe("hostile layers", () => {
     ["NUL byte in a PAX linkpath", () => [tar([{ name: "l", type: "2", linkname: "t", pax: { linkpath: "tar\0get" } }])], /NUL byte in PAX linkpath/],
     ["NUL byte in a PAX xattr name", () => [tar([{ name: "f", data: "x", pax: { "SCHILY.xattr.user.a\0b": "1" } }])], /NUL byte in a PAX record name/],
     ["NUL byte in a LIBARCHIVE xattr name", () => [tar([{ name: "f", data: "x", pax: { "LIBARCHIVE.xattr.user.a%00b": "MQ==" } }])], /NUL byte in a PAX record name/],
+    // One PAX path 100,000 directories deep: refused as a member, before any
+    // walk of the tree (a recursive one overflowed the stack).
+    ["a path 100,000 directories deep", () => [tar([{ name: "f", data: "x", pax: { path: "a/".repeat(100000) + "f" } }])], /nest deeper than 2048 levels/],
+    ["a directory 2048 levels deep", () => [tar([{ name: "d/", type: "5", pax: { path: "d/".repeat(2048) } }])], /nest deeper than 2048 levels/],
   ];
   for (const [name, make, msg] of cases) it(name, () => refused(make(), msg));
 
@@ -197,8 +201,8 @@ describe("verification", () => {
 });
 
 describe("deep and wide", () => {
-  it("a path 2000 directories deep imports", () => {
-    const deep = Array.from({ length: 2000 }, () => "d").join("/");
+  it("a path 2047 directories deep imports (the deepest an image holds)", () => {
+    const deep = Array.from({ length: 2047 }, () => "d").join("/");
     const r = cfsctl(["--repo", tmpdir(), "-q", "import-oci", (() => {
       const p = path.join(tmpdir(), "deep.tar");
       fs.writeFileSync(p, tar([{ name: "f", data: "x", pax: { path: `${deep}/f` } }]));

@@ -23,6 +23,7 @@ import {
   S_IFLNK,
   S_IFREG,
 } from "../model/inode.js";
+import { MAX_DIR_DEPTH } from "../erofs/format.js";
 import { digestToObjectPath } from "../fsverity/digest.js";
 import { CfsError } from "../util/errors.js";
 import type { EntryData } from "./layer.js";
@@ -165,6 +166,10 @@ export class LayerMerger {
     const where = `${p.label}: ${show(e.path)}`;
     const named = () => where;
     const comps = components(e.path, named);
+    // Refused here, before any walk of the tree goes that deep.
+    if ((e.type === "5" ? comps.length : comps.length - 1) >= MAX_DIR_DEPTH) {
+      throw new CfsError(`${where}: directories nest deeper than ${MAX_DIR_DEPTH} levels (the most a composefs image holds here)`);
+    }
     const name = comps[comps.length - 1]!;
     const parent = this.parentOf(comps, named, true)!;
     const existing = parent.lookup(name);
