@@ -7,6 +7,8 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { diffTrees, formatDiff } from "../src/tree/diff.js";
+import { Inode, S_IFDIR } from "../src/model/inode.js";
 import { cfsctl, isRoot, tmpdir } from "./helpers.js";
 
 const DIGEST_A = "a".repeat(64);
@@ -407,5 +409,26 @@ describe("cfsctl diff of directories", () => {
     expect(none.status).toBe(1);
     expect(none.stdout.toString()).toBe("");
     expect(none.stderr).toMatch(/^cfsctl: error: image refs\/nothing not found/);
+  });
+});
+
+describe("deep trees", () => {
+  it("compares trees nested deeper than the call stack goes", () => {
+    // diff reads dumpfiles, which may nest any depth (no image holds one
+    // past 2048 levels): a recursive walk died at about 9,000 levels. (Every
+    // path is kept whole, so memory grows with the square of the depth.)
+    const chain = (depth: number, mode: number): Inode => {
+      const root = new Inode(S_IFDIR | 0o755);
+      let dir = root;
+      for (let i = 0; i < depth; i++) {
+        const d = new Inode(S_IFDIR | (i === depth - 1 ? mode : 0o755));
+        dir.addEntry(Buffer.from("a"), d);
+        dir = d;
+      }
+      return root;
+    };
+    const diffs = diffTrees(chain(10000, 0o755), chain(10000, 0o700));
+    expect(diffs.length).toBe(1);
+    expect(formatDiff(diffs).split("/a").length - 1).toBe(10000);
   });
 });

@@ -8,7 +8,7 @@
  * hold a space and a line splits on spaces into its parts.
  */
 import { escape, Escape } from "../dumpfile/escape.js";
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Inode } from "../model/inode.js";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type Dirent, type Inode } from "../model/inode.js";
 
 export interface FieldChange {
   /** type, mode, uid, gid, size, mtime, rdev, target, content, payload, nlink, hardlink, xattr */
@@ -45,17 +45,23 @@ function flatten(root: Inode): Map<string, Flat> {
   const first = new Map<Inode, string>();
   out.set("/", { inode: root, linkTo: null });
   first.set(root, "/");
-  const rec = (dir: Inode, prefix: string) => {
-    for (const e of dir.entries!) {
-      const p = `${prefix}/${e.name.toString("latin1")}`;
-      const seen = first.get(e.inode);
-      out.set(p, { inode: e.inode, linkTo: seen ?? null });
-      if (seen !== undefined) continue;
-      first.set(e.inode, p);
-      if (e.inode.entries) rec(e.inode, p);
+  // An explicit stack, not recursion: a dumpfile's tree may nest deeper
+  // than the call stack goes (no image can hold it, but diff reads it).
+  const stack: Array<{ ents: Dirent[]; next: number; prefix: string }> = [{ ents: root.entries!, next: 0, prefix: "" }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (top.next === top.ents.length) {
+      stack.pop();
+      continue;
     }
-  };
-  rec(root, "");
+    const e = top.ents[top.next++]!;
+    const p = `${top.prefix}/${e.name.toString("latin1")}`;
+    const seen = first.get(e.inode);
+    out.set(p, { inode: e.inode, linkTo: seen ?? null });
+    if (seen !== undefined) continue;
+    first.set(e.inode, p);
+    if (e.inode.entries) stack.push({ ents: e.inode.entries, next: 0, prefix: p });
+  }
   return out;
 }
 
