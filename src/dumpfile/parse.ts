@@ -172,19 +172,6 @@ function parseDigest(f: Buffer, s = 0, e = f.length): Buffer | null {
   return out;
 }
 
-/** Split a path into components as lookup_parent_path walks it. */
-function splitPath(path: Buffer): { parents: Buffer[]; name: Buffer } {
-  const parents: Buffer[] = [];
-  let i = 0;
-  for (;;) {
-    while (i < path.length && path[i] === 0x2f) i++;
-    const start = i;
-    while (i < path.length && path[i] !== 0x2f) i++;
-    if (i >= path.length) return { parents, name: path.subarray(start) };
-    parents.push(path.subarray(start, i));
-  }
-}
-
 /** A node as the C parser sees it: hardlink entries have no children. */
 function childDir(ent: Dirent | undefined): Inode | undefined {
   if (!ent || ent.hardlink) return undefined;
@@ -524,26 +511,32 @@ export class DumpfileParser {
       while (i < n && lp[i] === pb[ps + i]) i++;
       if (i === n) return this.attach(this.lastParentDir!, pb, ps, pe, slash + 1, inode, isHardlink);
     }
-    const path = pb.subarray(ps, pe);
-    const { parents } = splitPath(path);
-    let dir: Inode | undefined = this.root;
-    let parentIsDir = true;
-    for (const comp of parents) {
-      const ent: Dirent | undefined = dir.lookup(comp);
-      if (!ent) this.fail(`Parent directory missing for ${printable(path)}`);
+    // lookup_parent_path: each component followed by a slash, one at a
+    // time (a path of millions of components is refused at the first
+    // missing one, not split first).
+    let dir: Inode = this.root;
+    let i = ps;
+    for (;;) {
+      while (i < pe && pb[i] === 0x2f) i++;
+      const start = i;
+      while (i < pe && pb[i] !== 0x2f) i++;
+      if (i >= pe) break; // the name
+      const ent: Dirent | undefined = dir.lookup(pb.subarray(start, i));
+      if (!ent) this.fail(`Parent directory missing for ${printable(pb.subarray(ps, pe))}`);
       if (ent.hardlink || !ent.inode.isDir()) {
         // Upstream would find no children here (a non-directory), unless
-        // this is the last component: then the parent is not a directory.
-        if (comp !== parents[parents.length - 1]) this.fail(`Parent directory missing for ${printable(path)}`);
-        parentIsDir = false;
-        break;
+        // this is the last component before the name (no slash after it):
+        // then the parent is not a directory.
+        let j = i;
+        while (j < pe && pb[j] === 0x2f) j++;
+        if (j <= slash) this.fail(`Parent directory missing for ${printable(pb.subarray(ps, pe))}`);
+        this.fail(`Parent must be a directory for ${printable(pb.subarray(ps, pe))}`);
       }
       dir = ent.inode;
     }
-    if (!parentIsDir) this.fail(`Parent must be a directory for ${printable(path)}`);
     this.lastParentBytes = pb === this.input ? this.copyOut(pb, ps, parentEnd) : pb.subarray(ps, parentEnd);
-    this.lastParentDir = dir!;
-    return this.attach(dir!, pb, ps, pe, slash + 1, inode, isHardlink);
+    this.lastParentDir = dir;
+    return this.attach(dir, pb, ps, pe, slash + 1, inode, isHardlink);
   }
 
   private lastParentBytes: Buffer | null = null;
@@ -682,9 +675,18 @@ export class DumpfileParser {
 
 /** Paths in messages: bytes as they would be escaped in a dumpfile. */
 function printable(b: Buffer): string {
-  let s = "";
-  for (const c of b) s += c >= 0x20 && c < 0x7f ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, "0")}`;
-  return s;
+  // Runs of plain bytes are taken whole: a path may be megabytes long.
+  const parts: string[] = [];
+  let run = 0;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!;
+    if (c >= 0x20 && c < 0x7f) continue;
+    if (i > run) parts.push(b.toString("latin1", run, i));
+    parts.push(`\\x${c.toString(16).padStart(2, "0")}`);
+    run = i + 1;
+  }
+  if (b.length > run) parts.push(b.toString("latin1", run, b.length));
+  return parts.join("");
 }
 
 export function parseDumpfile(data: Buffer, opts: ParseOptions = {}): Inode {
