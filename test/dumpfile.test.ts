@@ -137,6 +137,16 @@ describe("parser rules", () => {
     const f = r.lookup(Buffer.from("f"))!.inode;
     expect(r.entries!.every((e) => e.inode === f)).toBe(true);
   });
+  it("refuses a path of ten million components at its first missing parent, in bounded memory", () => {
+    // The parents were split into a Buffer each before the walk: 2 GB for
+    // this 20 MB line. (And the message, 20 MB long, lost its end on a pipe.)
+    const dir = tmpdir();
+    const dump = path.join(dir, "long.dump");
+    fs.writeFileSync(dump, ROOT + "/a".repeat(10_000_000) + " 0 100644 1 0 0 0 0.0 - - -\n");
+    const res = cfsctl(["mkcomposefs", "--from-file", dump, path.join(dir, "x.img")], { env: { NODE_OPTIONS: "--max-old-space-size=256" } });
+    expect(res.status).toBe(1);
+    expect(res.stderr).toMatch(/^cfsctl: error: \S+long\.dump:2: Parent directory missing for \/a\/a\/a[/a]*\n$/);
+  });
   it("strict mode adds upstream's four rejections", () => {
     expect(err(ROOT.trimEnd(), true)).toMatch(/Missing trailing newline/);
     expect(err(ROOT + "/a 0 100644 1 0 0 5 0.0 - - -\n", true)).toMatch(/Non-zero devnum on non-device/);

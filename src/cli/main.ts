@@ -4,8 +4,10 @@
  * failure; usage and exit 2 on a usage error; never a stack trace).
  */
 import type { Command } from "commander";
+import fs from "node:fs";
 import { CfsError } from "../util/errors.js";
 import { deliverPendingSignal } from "../util/interrupt.js";
+import { sleepMs } from "../util/sleep.js";
 import { VERSION } from "./version.js";
 
 type Register = (program: Command) => unknown;
@@ -164,21 +166,38 @@ function exitCodeFor(e: unknown): number {
     return 2; // commander already printed the message and the usage
   }
   if (e instanceof UsageError) {
-    process.stderr.write(`cfsctl: ${e.message}\n`);
+    printError(`cfsctl: ${e.message}\n`);
     return 2;
   }
   if (e instanceof CfsError) {
-    process.stderr.write(`cfsctl: error: ${oneLine(e.message)}\n`);
+    printError(`cfsctl: error: ${oneLine(e.message)}\n`);
     return 1;
   }
   const err = e as Error;
   if (err && (err as NodeJS.ErrnoException).code === "ERR_STRING_TOO_LONG") {
-    process.stderr.write("cfsctl: error: output too large\n");
+    printError("cfsctl: error: output too large\n");
     return 1;
   }
-  if (process.env.CFSCTL_DEBUG) process.stderr.write(`${err?.stack ?? String(e)}\n`);
-  process.stderr.write(`cfsctl: error: ${oneLine(err?.message ?? String(e))}\n`);
+  if (process.env.CFSCTL_DEBUG) printError(`${err?.stack ?? String(e)}\n`);
+  printError(`cfsctl: error: ${oneLine(err?.message ?? String(e))}\n`);
   return 1;
+}
+
+/**
+ * Write an error to stderr whole before the process exits. process.stderr
+ * queues what a full pipe does not take at once, and exiting drops it: an
+ * error naming a path of megabytes lost its end.
+ */
+function printError(s: string): void {
+  let buf = Buffer.from(s, "utf8");
+  while (buf.length > 0) {
+    try {
+      buf = buf.subarray(fs.writeSync(2, buf));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // no reader: nothing more to say
+      sleepMs(2);
+    }
+  }
 }
 
 function oneLine(s: string): string {
