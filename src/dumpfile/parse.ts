@@ -15,6 +15,7 @@ import {
   EXTERNAL_XATTR_BUDGET,
   MAX_NAME_LENGTH,
   NO_XATTRS,
+  appendXattrBudgeted,
   setXattrBudgeted,
   type Xattr,
   PATH_MAX,
@@ -38,6 +39,9 @@ export const MAX_LINE = 64 << 20;
 
 /** Size of the chunks the tree's bytes are copied into. */
 const ARENA_CHUNK = 256 * 1024;
+
+/** Xattrs of a line from which its keys are looked up in a set (see parseLine). */
+const MANY_XATTRS = 16;
 
 /** Largest inline content a dumpfile may carry (LCFS_INLINE_CONTENT_MAX). */
 export const DUMP_INLINE_CONTENT_MAX = 5000;
@@ -476,16 +480,34 @@ export class DumpfileParser {
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
       const key = esc && hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
       const value = esc && hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
-      used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
+      // Each xattr replaces an earlier one of its key: past a few, the keys
+      // of the line are kept in a set (thousands a line would otherwise
+      // compare each with all before it).
+      if (xs.length < MANY_XATTRS) {
+        used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
+      } else {
+        const keys = this.lineKeys;
+        if (keys.size === 0) for (const x of xs) keys.add(x.key.toString("latin1"));
+        const k = key.toString("latin1");
+        if (keys.has(k)) {
+          used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
+        } else {
+          used = appendXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
+          keys.add(k);
+        }
+      }
       if (used < 0) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
     }
+    if (this.lineKeys.size > 0) this.lineKeys.clear();
     inode.xattrs = xs.slice();
     inode.xattrBudgetUsed = used;
   }
 
   private readonly scratch: Xattr[] = [];
+  /** The xattr keys of the line at hand, once it has MANY_XATTRS (latin1). */
+  private readonly lineKeys = new Set<string>();
 
   /**
    * tree_add_node: attach the path pb[ps, pe) (never empty); returns the new

@@ -267,7 +267,12 @@ export function removeXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer):
 export function setXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
   if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return -1;
   const after = removeXattrBudgeted(xattrs, used, key);
-  if (after !== null) used = after;
+  return appendXattrBudgeted(xattrs, after ?? used, key, value, budget);
+}
+
+/** setXattrBudgeted for a key the list is known not to hold: no search. */
+export function appendXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
+  if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return -1;
   let cost = 7 + key.length + value.length;
   if (xattrs.length === 0) cost += 12;
   const total = used + cost;
