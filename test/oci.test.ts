@@ -136,6 +136,21 @@ describe("xattr names from PAX records", () => {
     expect(dump).toMatch(/^\/b 1 .* user\.\\xc3\\xa9=2$/m);
     expect(dump).toMatch(/^\/c 1 .* user\.\\xc3\\xa9\\xff=3$/m);
   });
+  it("many a member, a key given twice (SCHILY and LIBARCHIVE) keeps the later value once", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "many.tar");
+    const pax: Record<string, string> = {};
+    for (let i = 0; i < 40; i++) pax[`SCHILY.xattr.user.k${String(i).padStart(2, "0")}`] = `v${i}`;
+    pax["LIBARCHIVE.xattr.user.k07"] = Buffer.from("again").toString("base64");
+    fs.writeFileSync(layer, tar([{ name: "f", data: "x", pax }]));
+    const repo = tmpdir();
+    const digest = importOci(repo, ["--selinux", "off", layer]);
+    const line = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString().split("\n").find((l) => l.startsWith("/f "))!;
+    const xattrs = line.split(" ").slice(11);
+    expect(xattrs.length).toBe(40);
+    expect(xattrs).toContain("user.k07=again");
+    expect(xattrs).not.toContain("user.k07=v7");
+  });
 });
 
 describe("umoci layout", () => {

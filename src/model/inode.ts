@@ -142,6 +142,15 @@ export class Inode {
     return true;
   }
 
+  /** setXattr for a key the inode is known not to have (the caller checked): no search. */
+  appendXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
+    if (this.xattrs === NO_XATTRS) this.xattrs = [];
+    const used = appendXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
+    if (used < 0) return false;
+    this.xattrBudgetUsed = used;
+    return true;
+  }
+
   removeXattr(key: Buffer): boolean {
     const used = removeXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key);
     if (used === null) return false;

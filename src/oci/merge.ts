@@ -245,10 +245,24 @@ export class LayerMerger {
     inode.mtimeNsec = 0;
   }
 
+  /** The entry's xattrs on an inode that has none. */
   private setXattrs(inode: Inode, e: TarEntry, where: string): void {
+    // A key can come twice (SCHILY.xattr and LIBARCHIVE.xattr records): the
+    // later replaces the earlier. Past a few, keys are checked against a set
+    // rather than every xattr set before (thousands a member would be quadratic).
+    const seen = e.xattrs.length > 16 ? new Set<string>() : null;
     for (const x of e.xattrs) {
       if (x.key.length === 0 || x.key.length > 255) throw new CfsError(`${where}: bad xattr name`);
-      if (!inode.setXattr(Buffer.from(x.key), Buffer.from(x.value))) throw new CfsError(`${where}: xattrs too large for a composefs image`);
+      const key = Buffer.from(x.key);
+      const value = Buffer.from(x.value);
+      let ok: boolean;
+      if (seen === null) ok = inode.setXattr(key, value);
+      else {
+        const k = key.toString("latin1");
+        ok = seen.has(k) ? inode.setXattr(key, value) : inode.appendXattr(key, value);
+        seen.add(k);
+      }
+      if (!ok) throw new CfsError(`${where}: xattrs too large for a composefs image`);
     }
   }
 
