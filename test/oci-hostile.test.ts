@@ -58,6 +58,14 @@ function refused(files: Buffer[] | string[], message: RegExp): void {
 
 const big = (n: number) => Buffer.alloc(n, 0x61);
 
+/** One PAX record: its length counts its own digits. */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let n = body.length + 1;
+  while (String(n).length + body.length !== n) n++;
+  return `${n}${body}`;
+}
+
 describe("hostile layers", () => {
   const cases: Array<[string, () => Buffer[], RegExp]> = [
     ["path traversal with ..", () => [tar([{ name: "../escape", data: "x" }])], /'\.\.' refused/],
@@ -114,6 +122,17 @@ describe("hostile layers", () => {
     // walk of the tree (a recursive one overflowed the stack).
     ["a path 100,000 directories deep", () => [tar([{ name: "f", data: "x", pax: { path: "a/".repeat(100000) + "f" } }])], /nest deeper than 2048 levels/],
     ["a directory 2048 levels deep", () => [tar([{ name: "d/", type: "5", pax: { path: "d/".repeat(2048) } }])], /nest deeper than 2048 levels/],
+    // 3,000 PAX headers before one member: each used to copy the records so
+    // far (minutes for 12 MB); now they add up to the limit of one header.
+    ["thousands of PAX headers before one member", () => {
+      const records = (i: number) => Array.from({ length: 100 }, (_, j) => paxRecord(`SCHILY.xattr.user.h${i}r${j}`, "x")).join("");
+      const parts: Buffer[] = [];
+      for (let i = 0; i < 3000; i++) {
+        const data = Buffer.from(records(i));
+        parts.push(header({ name: `PaxHeaders/${i}`, type: "x", size: data.length }), data, Buffer.alloc((512 - (data.length % 512)) % 512));
+      }
+      return [Buffer.concat([...parts, header({ name: "f" }), Buffer.alloc(1024)])];
+    }, /PAX headers of more than 1048576 bytes for one member/],
   ];
   for (const [name, make, msg] of cases) it(name, () => refused(make(), msg));
 

@@ -12,7 +12,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { FIXTURES, cfsctl, fsckErofs, hasFsckErofs, tmpdir } from "./helpers.js";
-import { tar, type Member } from "./tar-writer.js";
+import { paxData, tar, type Member } from "./tar-writer.js";
 import { imageRows, referenceRows, withoutXattr } from "./tree-rows.js";
 
 const OCI = path.join(FIXTURES, "oci");
@@ -135,6 +135,21 @@ describe("xattr names from PAX records", () => {
     expect(dump).toMatch(/^\/a 1 .* user\.\\xff\\xfe=1$/m);
     expect(dump).toMatch(/^\/b 1 .* user\.\\xc3\\xa9=2$/m);
     expect(dump).toMatch(/^\/c 1 .* user\.\\xc3\\xa9\\xff=3$/m);
+  });
+  it("from two PAX headers before one member add up, the later record winning", () => {
+    const dir = tmpdir();
+    const layer = path.join(dir, "two.tar");
+    fs.writeFileSync(
+      layer,
+      tar([
+        { name: "PaxHeaders/1", type: "x", data: paxData({ path: "p", "SCHILY.xattr.user.a": "1" }) },
+        { name: "f", data: "x", pax: { "SCHILY.xattr.user.a": "2", "SCHILY.xattr.user.b": "3" } },
+      ]),
+    );
+    const repo = tmpdir();
+    const digest = importOci(repo, ["--selinux", "off", layer]);
+    const dump = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString();
+    expect(dump).toMatch(/^\/p 1 .* user\.a=2 user\.b=3$/m);
   });
   it("many a member, a key given twice (SCHILY and LIBARCHIVE) keeps the later value once", () => {
     const dir = tmpdir();

@@ -50,7 +50,7 @@ function pad(n: number): Buffer {
   return Buffer.alloc((512 - (n % 512)) % 512);
 }
 
-function paxData(rec: Record<string, string | Buffer>, raw: Array<[Buffer, Buffer]> = []): Buffer {
+export function paxData(rec: Record<string, string | Buffer>, raw: Array<[Buffer, Buffer]> = []): Buffer {
   const parts: Buffer[] = [];
   const records: Array<[Buffer, Buffer]> = [...Object.entries(rec).map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as [Buffer, Buffer]), ...raw];
   for (const [k, v] of records) {

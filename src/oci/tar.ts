@@ -201,6 +201,7 @@ export class TarReader {
     if (this.ended) return null;
     if (this.remaining > 0 || this.padding > 0) await this.skipContent();
     let pax: Map<string, Buffer> | null = null;
+    let paxBytes = 0;
     let longName: Buffer | null = null;
     let longLink: Buffer | null = null;
     for (;;) {
@@ -220,8 +221,13 @@ export class TarReader {
       const size = num(h.subarray(124, 136), "size");
       if (size < 0) throw new CfsError("tar: negative size");
       if (type === "x") {
+        // Several PAX headers before one member add up, to the limit of one
+        // (a copy of the records so far for each made thousands quadratic).
+        paxBytes += size;
+        if (paxBytes > MAX_META) throw new CfsError(`tar: PAX headers of more than ${MAX_META} bytes for one member (too large)`);
         const more = parsePax(await this.data(size, "PAX header"));
-        pax = pax ? new Map([...pax, ...more]) : more;
+        if (pax === null) pax = more;
+        else for (const [k, v] of more) pax.set(k, v);
         continue;
       }
       if (type === "g") {
