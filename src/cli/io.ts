@@ -5,22 +5,25 @@ import { CfsError, describeSystemError } from "../util/errors.js";
 import { readSyncWaiting } from "../util/read-sync.js";
 import { sleepMs } from "../util/sleep.js";
 
-/** Write everything to a file descriptor, waiting out EAGAIN on non-blocking pipes. */
-export function writeAllSync(fd: number, data: Uint8Array | string): void {
-  let buf = typeof data === "string" ? Buffer.from(data, "latin1") : data;
+/** Write all of buf to a file descriptor, waiting out EAGAIN on non-blocking pipes; other errors are thrown. */
+export function writeFully(fd: number, buf: Uint8Array): void {
   while (buf.length > 0) {
     try {
-      const n = fs.writeSync(fd, buf);
-      buf = buf.subarray(n);
+      buf = buf.subarray(fs.writeSync(fd, buf));
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "EAGAIN") {
-        sleepMs(2);
-        continue;
-      }
-      if (code === "EPIPE") process.exit(0);
-      throw describeSystemError(e, "writing output");
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") throw e;
+      sleepMs(2);
     }
+  }
+}
+
+/** writeFully for output: a reader that went away ends the run quietly (exit 0). */
+export function writeAllSync(fd: number, data: Uint8Array | string): void {
+  try {
+    writeFully(fd, typeof data === "string" ? Buffer.from(data, "latin1") : data);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EPIPE") process.exit(0);
+    throw describeSystemError(e, "writing output");
   }
 }
 

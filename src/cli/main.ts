@@ -4,10 +4,9 @@
  * failure; usage and exit 2 on a usage error; never a stack trace).
  */
 import type { Command } from "commander";
-import fs from "node:fs";
 import { CfsError } from "../util/errors.js";
 import { deliverPendingSignal } from "../util/interrupt.js";
-import { sleepMs } from "../util/sleep.js";
+import { writeFully } from "./io.js";
 import { VERSION } from "./version.js";
 
 type Register = (program: Command) => unknown;
@@ -189,14 +188,10 @@ function exitCodeFor(e: unknown): number {
  * error naming a path of megabytes lost its end.
  */
 function printError(s: string): void {
-  let buf = Buffer.from(s, "utf8");
-  while (buf.length > 0) {
-    try {
-      buf = buf.subarray(fs.writeSync(2, buf));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // no reader: nothing more to say
-      sleepMs(2);
-    }
+  try {
+    writeFully(2, Buffer.from(s, "utf8"));
+  } catch {
+    // No reader: nothing more to say.
   }
 }
 
