@@ -15,8 +15,7 @@ import {
   EXTERNAL_XATTR_BUDGET,
   MAX_NAME_LENGTH,
   NO_XATTRS,
-  appendXattrBudgeted,
-  setXattrBudgeted,
+  XattrKeys,
   type Xattr,
   PATH_MAX,
   S_IFBLK,
@@ -39,9 +38,6 @@ export const MAX_LINE = 64 << 20;
 
 /** Size of the chunks the tree's bytes are copied into. */
 const ARENA_CHUNK = 256 * 1024;
-
-/** Xattrs of a line from which its keys are looked up in a set (see parseLine). */
-const MANY_XATTRS = 16;
 
 /** Largest inline content a dumpfile may carry (LCFS_INLINE_CONTENT_MAX). */
 export const DUMP_INLINE_CONTENT_MAX = 5000;
@@ -472,6 +468,8 @@ export class DumpfileParser {
     // then copied to an exact-size list of the inode's own.
     const xs = this.scratch;
     xs.length = 0;
+    const keys = this.xattrKeys;
+    keys.reset();
     let used = 0;
     while (p < end) {
       let sp = buf.indexOf(0x20, p);
@@ -480,34 +478,17 @@ export class DumpfileParser {
       if (eq < 0 || eq >= sp) this.fail("Missing = in xattr");
       const key = esc && hasEscape(buf, p, eq) ? this.intern(cstr(unescape(buf, p, eq))) : this.internRange(buf, p, eq);
       const value = esc && hasEscape(buf, eq + 1, sp) ? this.intern(unescape(buf, eq + 1, sp)) : this.internRange(buf, eq + 1, sp);
-      // Each xattr replaces an earlier one of its key: past a few, the keys
-      // of the line are kept in a set (thousands a line would otherwise
-      // compare each with all before it).
-      if (xs.length < MANY_XATTRS) {
-        used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
-      } else {
-        const keys = this.lineKeys;
-        if (keys.size === 0) for (const x of xs) keys.add(x.key.toString("latin1"));
-        const k = key.toString("latin1");
-        if (keys.has(k)) {
-          used = setXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
-        } else {
-          used = appendXattrBudgeted(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
-          keys.add(k);
-        }
-      }
+      used = keys.set(xs, used, key, value, EXTERNAL_XATTR_BUDGET);
       if (used < 0) this.fail("Can't set xattr");
       p = sp + 1;
       if (sp === end) break;
     }
-    if (this.lineKeys.size > 0) this.lineKeys.clear();
     inode.xattrs = xs.slice();
     inode.xattrBudgetUsed = used;
   }
 
   private readonly scratch: Xattr[] = [];
-  /** The xattr keys of the line at hand, once it has MANY_XATTRS (latin1). */
-  private readonly lineKeys = new Set<string>();
+  private readonly xattrKeys = new XattrKeys();
 
   /**
    * tree_add_node: attach the path pb[ps, pe) (never empty); returns the new

@@ -134,18 +134,9 @@ export class Inode {
    * lcfs_node_set_xattr_internal: every xattr costs 7 + len(key) + len(value),
    * the first also the 12-byte header. Returns false when over budget.
    */
-  setXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
+  setXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET, keys?: XattrKeys): boolean {
     if (this.xattrs === NO_XATTRS) this.xattrs = [];
-    const used = setXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
-    if (used < 0) return false;
-    this.xattrBudgetUsed = used;
-    return true;
-  }
-
-  /** setXattr for a key the inode is known not to have (the caller checked): no search. */
-  appendXattr(key: Buffer, value: Buffer, budget = EXTERNAL_XATTR_BUDGET): boolean {
-    if (this.xattrs === NO_XATTRS) this.xattrs = [];
-    const used = appendXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
+    const used = keys ? keys.set(this.xattrs, this.xattrBudgetUsed, key, value, budget) : setXattrBudgeted(this.xattrs, this.xattrBudgetUsed, key, value, budget);
     if (used < 0) return false;
     this.xattrBudgetUsed = used;
     return true;
@@ -280,7 +271,7 @@ export function setXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, val
 }
 
 /** setXattrBudgeted for a key the list is known not to hold: no search. */
-export function appendXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
+function appendXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
   if (key.length === 0 || key.length > XATTR_NAME_MAX || value.length > 0xffff) return -1;
   let cost = 7 + key.length + value.length;
   if (xattrs.length === 0) cost += 12;
@@ -289,6 +280,38 @@ export function appendXattrBudgeted(xattrs: Xattr[], used: number, key: Buffer, 
   xattrs.push({ key, value });
   return total;
 }
+
+/**
+ * Sets many xattrs, one after another, on one list (setXattrBudgeted's
+ * rules). Each replaces an earlier one of its key, which setXattrBudgeted
+ * finds by searching the whole list: from MANY_XATTRS on, the list's keys
+ * are kept in a set instead, so thousands on one inode (a hostile dumpfile
+ * or layer) are not quadratic. One instance per list (reset for a new one).
+ */
+export class XattrKeys {
+  private keys: Set<string> | null = null;
+
+  reset(): void {
+    this.keys = null;
+  }
+
+  set(xattrs: Xattr[], used: number, key: Buffer, value: Buffer, budget: number): number {
+    let keys = this.keys;
+    if (keys === null) {
+      if (xattrs.length < MANY_XATTRS) return setXattrBudgeted(xattrs, used, key, value, budget);
+      keys = this.keys = new Set();
+      for (const x of xattrs) keys.add(x.key.toString("latin1"));
+    }
+    const k = key.toString("latin1");
+    if (keys.has(k)) return setXattrBudgeted(xattrs, used, key, value, budget);
+    const total = appendXattrBudgeted(xattrs, used, key, value, budget);
+    if (total >= 0) keys.add(k);
+    return total;
+  }
+}
+
+/** xattrs on one list from which XattrKeys keeps their keys in a set. */
+const MANY_XATTRS = 16;
 
 /** Byte equality; a loop beats Buffer.equals's native call on short keys. */
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -15,6 +15,7 @@
  * made).
  */
 import {
+  EXTERNAL_XATTR_BUDGET,
   Inode,
   S_IFBLK,
   S_IFCHR,
@@ -22,6 +23,7 @@ import {
   S_IFIFO,
   S_IFLNK,
   S_IFREG,
+  XattrKeys,
 } from "../model/inode.js";
 import { MAX_DIR_DEPTH } from "../erofs/format.js";
 import { digestToObjectPath } from "../fsverity/digest.js";
@@ -248,21 +250,13 @@ export class LayerMerger {
   /** The entry's xattrs on an inode that has none. */
   private setXattrs(inode: Inode, e: TarEntry, where: string): void {
     // A key can come twice (SCHILY.xattr and LIBARCHIVE.xattr records): the
-    // later replaces the earlier. Past a few, keys are checked against a set
-    // rather than every xattr set before (thousands a member would be quadratic).
-    const seen = e.xattrs.length > 16 ? new Set<string>() : null;
+    // later replaces the earlier (XattrKeys: without a search per xattr).
+    const keys = new XattrKeys();
     for (const x of e.xattrs) {
       if (x.key.length === 0 || x.key.length > 255) throw new CfsError(`${where}: bad xattr name`);
-      const key = Buffer.from(x.key);
-      const value = Buffer.from(x.value);
-      let ok: boolean;
-      if (seen === null) ok = inode.setXattr(key, value);
-      else {
-        const k = key.toString("latin1");
-        ok = seen.has(k) ? inode.setXattr(key, value) : inode.appendXattr(key, value);
-        seen.add(k);
+      if (!inode.setXattr(Buffer.from(x.key), Buffer.from(x.value), EXTERNAL_XATTR_BUDGET, keys)) {
+        throw new CfsError(`${where}: xattrs too large for a composefs image`);
       }
-      if (!ok) throw new CfsError(`${where}: xattrs too large for a composefs image`);
     }
   }
 
