@@ -131,6 +131,8 @@ interface HardlinkFixup {
   line: number;
   /** Set while resolving: the entry the link points at (may be a link itself). */
   linkTo?: Dirent;
+  /** Set once resolved: the inode that owns the data at the end of the chain. */
+  owner?: Inode;
 }
 
 /** A C string: everything up to the first NUL. */
@@ -652,10 +654,9 @@ export class DumpfileParser {
     // once from each of them (n^2 steps).
     const byEnt = new Map<Dirent, HardlinkFixup>();
     for (const fx of this.fixups) byEnt.set(fx.ent, fx);
-    const resolved = new Map<HardlinkFixup, Inode>();
     const chain: HardlinkFixup[] = [];
     for (const fx of this.fixups) {
-      if (resolved.has(fx)) continue;
+      if (fx.owner) continue;
       chain.length = 0;
       chain.push(fx);
       let cur: Dirent = fx.linkTo!;
@@ -663,15 +664,15 @@ export class DumpfileParser {
       while (cur.hardlink) {
         const next = byEnt.get(cur);
         if (!next || chain.length > this.fixups.length) this.fail("cannot write file: hardlink loop", fx.line);
-        owner = resolved.get(next);
-        if (owner !== undefined) break;
+        owner = next.owner;
+        if (owner) break;
         chain.push(next);
         cur = next.linkTo!;
       }
       owner ??= cur.inode;
-      for (const c of chain) resolved.set(c, owner);
+      // (A walk reads the inode only of the entry it ends at, never a link's.)
+      for (const c of chain) c.owner = c.ent.inode = owner;
     }
-    for (const fx of this.fixups) fx.ent.inode = resolved.get(fx)!;
     return this.root;
   }
 }
