@@ -26,6 +26,15 @@ function importOci(repo: string, args: string[]): string {
   return digest;
 }
 
+/** Import one layer, given as its bytes, into a new repository: the image's dump lines, the root's first. */
+function dumpOfLayer(layer: Buffer, args: string[] = []): string[] {
+  const file = path.join(tmpdir(), "layer.tar");
+  fs.writeFileSync(file, layer);
+  const repo = tmpdir();
+  const digest = importOci(repo, [...args, file]);
+  return cfsctl(["--repo", repo, "dump", digest]).stdout.toString().trim().split("\n");
+}
+
 function rowsOf(repo: string, digest: string): string[] {
   const image = path.join(repo, "images", digest);
   if (hasFsckErofs) fsckErofs(image);
@@ -118,49 +127,30 @@ function layersTsv(dir: string): LayerRow[] {
 
 describe("xattr names from PAX records", () => {
   it("keep their bytes, UTF-8 or not (SCHILY.xattr raw, LIBARCHIVE.xattr %-escaped)", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "xattrs.tar");
     const raw = Buffer.from([0x75, 0x73, 0x65, 0x72, 0x2e, 0xff, 0xfe]); // "user." 0xff 0xfe
-    fs.writeFileSync(
-      layer,
-      tar([
-        { name: "a", data: "x", paxRaw: [[Buffer.concat([Buffer.from("SCHILY.xattr."), raw]), Buffer.from("1")]] },
-        { name: "b", data: "y", pax: { "SCHILY.xattr.user.\u00e9": "2" } },
-        { name: "c", data: "z", pax: { "LIBARCHIVE.xattr.user.%C3%A9%FF": Buffer.from("3").toString("base64") } },
-      ]),
-    );
-    const repo = tmpdir();
-    const digest = importOci(repo, ["--selinux", "off", layer]);
-    const dump = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString();
+    const layer = tar([
+      { name: "a", data: "x", paxRaw: [[Buffer.concat([Buffer.from("SCHILY.xattr."), raw]), Buffer.from("1")]] },
+      { name: "b", data: "y", pax: { "SCHILY.xattr.user.\u00e9": "2" } },
+      { name: "c", data: "z", pax: { "LIBARCHIVE.xattr.user.%C3%A9%FF": Buffer.from("3").toString("base64") } },
+    ]);
+    const dump = dumpOfLayer(layer, ["--selinux", "off"]).join("\n");
     expect(dump).toMatch(/^\/a 1 .* user\.\\xff\\xfe=1$/m);
     expect(dump).toMatch(/^\/b 1 .* user\.\\xc3\\xa9=2$/m);
     expect(dump).toMatch(/^\/c 1 .* user\.\\xc3\\xa9\\xff=3$/m);
   });
   it("from two PAX headers before one member add up, the later record winning", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "two.tar");
-    fs.writeFileSync(
-      layer,
-      tar([
-        { name: "PaxHeaders/1", type: "x", data: paxData({ path: "p", "SCHILY.xattr.user.a": "1" }) },
-        { name: "f", data: "x", pax: { "SCHILY.xattr.user.a": "2", "SCHILY.xattr.user.b": "3" } },
-      ]),
-    );
-    const repo = tmpdir();
-    const digest = importOci(repo, ["--selinux", "off", layer]);
-    const dump = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString();
+    const layer = tar([
+      { name: "PaxHeaders/1", type: "x", data: paxData({ path: "p", "SCHILY.xattr.user.a": "1" }) },
+      { name: "f", data: "x", pax: { "SCHILY.xattr.user.a": "2", "SCHILY.xattr.user.b": "3" } },
+    ]);
+    const dump = dumpOfLayer(layer, ["--selinux", "off"]).join("\n");
     expect(dump).toMatch(/^\/p 1 .* user\.a=2 user\.b=3$/m);
   });
   it("many a member, a key given twice (SCHILY and LIBARCHIVE) keeps the later value once", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "many.tar");
     const pax: Record<string, string> = {};
     for (let i = 0; i < 40; i++) pax[`SCHILY.xattr.user.k${String(i).padStart(2, "0")}`] = `v${i}`;
     pax["LIBARCHIVE.xattr.user.k07"] = Buffer.from("again").toString("base64");
-    fs.writeFileSync(layer, tar([{ name: "f", data: "x", pax }]));
-    const repo = tmpdir();
-    const digest = importOci(repo, ["--selinux", "off", layer]);
-    const line = cfsctl(["dump", path.join(repo, "images", digest)]).stdout.toString().split("\n").find((l) => l.startsWith("/f "))!;
+    const line = dumpOfLayer(tar([{ name: "f", data: "x", pax }]), ["--selinux", "off"]).find((l) => l.startsWith("/f "))!;
     const xattrs = line.split(" ").slice(11);
     expect(xattrs.length).toBe(40);
     expect(xattrs).toContain("user.k07=again");
@@ -469,19 +459,12 @@ describe("whiteouts act on lower layers only, wherever they stand in their own l
 
 describe("parents no layer lists", () => {
   it("are made as mkdir makes them: 0755 root-owned, in a set-group-ID directory with that bit and its group", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "implicit.tar");
-    fs.writeFileSync(
-      layer,
-      tar([
-        { name: "d/", type: "5", mode: 0o2775, gid: 50, mtime: 1000 },
-        { name: "d/imp/deeper/f", data: "x", mtime: 1000 },
-        { name: "plain/f", data: "y", mtime: 1000 },
-      ]),
-    );
-    const repo = tmpdir();
-    const d = importOci(repo, [layer]);
-    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n").slice(1);
+    const layer = tar([
+      { name: "d/", type: "5", mode: 0o2775, gid: 50, mtime: 1000 },
+      { name: "d/imp/deeper/f", data: "x", mtime: 1000 },
+      { name: "plain/f", data: "y", mtime: 1000 },
+    ]);
+    const rows = dumpOfLayer(layer).slice(1);
     expect(rows.map((l) => l.split(" ").slice(0, 8).join(" "))).toEqual([
       "/d 42 42775 3 0 50 0 1000.0",
       "/d/imp 45 42755 3 0 50 0 0.0",
@@ -495,31 +478,21 @@ describe("parents no layer lists", () => {
 
 describe("V7-era directories", () => {
   it("an entry with typeflag NUL whose name ends in / is a directory, as Go's archive/tar and GNU tar read it", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "v7.tar");
     const members: Member[] = [{ name: "d/", mode: 0o750, mtime: 1000 }, { name: "d/f", data: "x", mtime: 1000 }];
     const raw = tar(members);
     raw[156] = 0; // typeflag NUL (the checksum counts it as a space: fix the header's sum below)
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : raw[i]!;
     raw.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
-    fs.writeFileSync(layer, raw);
-    const repo = tmpdir();
-    const d = importOci(repo, [layer]);
-    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n");
+    const rows = dumpOfLayer(raw);
     expect(rows.slice(1).map((l) => l.split(" ").slice(0, 3).join(" "))).toEqual(["/d 40 40750", "/d/f 1 100644"]);
   });
 });
 
 describe("empty PAX values", () => {
   it("delete their record: the ustar fields hold (path, size, uid, gid, mtime); an empty xattr value is an empty xattr", () => {
-    const dir = tmpdir();
-    const layer = path.join(dir, "empty-pax.tar");
     const pax = { path: "", size: "", uid: "", gid: "", mtime: "", "SCHILY.xattr.user.e": "" };
-    fs.writeFileSync(layer, tar([{ name: "f", data: "x", uid: 5, gid: 6, mtime: 1234, pax }]));
-    const repo = tmpdir();
-    const d = importOci(repo, [layer]);
-    const rows = cfsctl(["--repo", repo, "dump", d]).stdout.toString().trim().split("\n");
+    const rows = dumpOfLayer(tar([{ name: "f", data: "x", uid: 5, gid: 6, mtime: 1234, pax }]));
     expect(rows.slice(1)).toEqual(["/f 1 100644 1 5 6 0 1234.0 - x - user.e="]);
   });
 });
