@@ -1,8 +1,8 @@
 /**
  * Shared xattrs are the same whether a tree's equal values are one Buffer
  * (as the dumpfile parser interns them) or each a Buffer of its own (as a
- * directory scan makes them): the writer finds pairs by value object first,
- * and gives that up for hashing once most lookups miss.
+ * directory scan makes them), and through the string map a flooded pair
+ * table turns to; values that differ only in their middle do not collide.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -51,10 +51,9 @@ describe("shared xattrs", () => {
   it("are the same for shared and unshared value objects", () => {
     const text = dumpfile();
     const shared = writeImage(parseDumpfile(Buffer.from(text))).image;
-    // Each value its own object: the lookups by object all miss.
+    // Each value its own object.
     const own = writeImage(unshare(parseDumpfile(Buffer.from(text)), 0)).image;
-    // Shared objects for the first 1500 inodes, then each its own: lookups by
-    // object are given up partway.
+    // Shared objects for the first 1500 inodes, then each its own.
     const mixed = writeImage(unshare(parseDumpfile(Buffer.from(text)), 1500)).image;
     expect(own.equals(shared)).toBe(true);
     expect(mixed.equals(shared)).toBe(true);

@@ -422,9 +422,9 @@ function cmpShared(ak: Buffer, av: Buffer, bk: Buffer, bv: Buffer): number {
 }
 
 /**
- * The distinct (key, value) pairs of an image, found by value object (see
- * use), or else by hashing the bytes and comparing exactly on a hash hit
- * (by a Map of the bytes once a lookup has probed too long: see byBytes).
+ * The distinct (key, value) pairs of an image, found by hashing the bytes
+ * and comparing exactly on a hash hit (by a Map of the bytes once a lookup
+ * has probed too long: see byBytes).
  * A pair is a number; its key, value (for a metacopy or redirect key what
  * it stands for, see isVirtual), key info, use count, offset in the shared
  * table (-1: none) and encoded entry size (4-byte aligned) are in the
@@ -477,36 +477,6 @@ class Pairs {
   }
 
   /**
-   * Pairs by value object: a parsed tree shares one Buffer among the equal
-   * values it holds (the parser interns them), so most lookups need neither
-   * a hash nor a comparison. A hit counts only for the same key object. A
-   * tree whose values are each an object of its own (a scanned one) gets
-   * nothing from it: the map is dropped once misses outnumber hits. Nor do
-   * metacopy and redirect values, each file's own.
-   */
-  private byObject: Map<Buffer, number> | null = new Map();
-  private objectHits = 0;
-  private objectMisses = 0;
-
-  /** The pair of (key, value), counted once more. */
-  use(key: Buffer, value: Buffer): number {
-    // Metacopy and redirect values are each file's own objects.
-    if (isVirtual(key)) return this.find(key, value);
-    const byObject = this.byObject;
-    if (byObject === null) return this.find(key, value);
-    let e = byObject.get(value);
-    if (e !== undefined && this.keys[e] === key) {
-      this.objectHits++;
-      this.count[e]!++;
-      return e;
-    }
-    if (++this.objectMisses > 1024 && this.objectMisses > this.objectHits) this.byObject = null;
-    e = this.find(key, value);
-    byObject.set(value, e);
-    return e;
-  }
-
-  /**
    * Pairs by their bytes as a string, once a lookup in the hash table has
    * probed more than MAX_PROBES slots. Values made to collide under
    * hashBytes would otherwise have every lookup walk all the others (a
@@ -516,7 +486,8 @@ class Pairs {
    */
   private byBytes: Map<string, number> | null = null;
 
-  private find(key: Buffer, value: Buffer): number {
+  /** The pair of (key, value), counted once more. */
+  use(key: Buffer, value: Buffer): number {
     if (this.byBytes !== null) return this.findByBytes(key, value);
     const ki = this.keyInfo(key);
     const h = hashBytes(value, ki.hash);
