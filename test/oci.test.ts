@@ -138,6 +138,12 @@ describe("xattr names from PAX records", () => {
     expect(dump).toMatch(/^\/b 1 .* user\.\\xc3\\xa9=2$/m);
     expect(dump).toMatch(/^\/c 1 .* user\.\\xc3\\xa9\\xff=3$/m);
   });
+  it("SCHILY.xattr names are not %-decoded (as Go's archive/tar and composefs-rs read them)", () => {
+    // GNU tar would extract this one as user.a=b%; podman and umoci keep the name as written.
+    const layer = tar([{ name: "a", data: "x", pax: { "SCHILY.xattr.user.a%3Db%25": "v" } }]);
+    const dump = dumpOfLayer(layer, ["--selinux", "off"]).join("\n");
+    expect(dump).toMatch(/^\/a 1 .* user\.a%3Db%25=v$/m);
+  });
   it("from two PAX headers before one member add up, the later record winning", () => {
     const layer = tar([
       { name: "PaxHeaders/1", type: "x", data: paxData({ path: "p", "SCHILY.xattr.user.a": "1" }) },

@@ -298,6 +298,10 @@ export class TarReader {
       e.mtime = sec;
     }
     for (const [k, v] of pax) {
+      // SCHILY.xattr names are taken as they are, as Go's archive/tar
+      // (containers/storage, umoci), libarchive and composefs-rs read them.
+      // GNU tar alone writes `%` and `=` in a name as %25 and %3D and decodes
+      // them when it extracts; Go cannot write a name with `=` at all.
       if (k.startsWith("SCHILY.xattr.")) e.xattrs.push({ key: Buffer.from(k.slice(13), "latin1"), value: v });
       else if (k.startsWith("LIBARCHIVE.xattr.")) {
         // libarchive: name URL-encoded (%XX a byte), value base64
