@@ -258,4 +258,13 @@ describe("the xattr budget of what the writer adds", () => {
       "cannot write file: Numerical result out of range",
     );
   });
+
+  it("the error names the inode, escaped as in a dumpfile, in one line", () => {
+    const dump = `${root}/d\\x0a 4096 40755 2 0 0 0 0.0 - - -\n/d\\x0a/w 0 20000 1 0 0 0 0.0 - - - trusted.overlay.whiteout=1 trusted.overlay.a=1\n`;
+    const r = cfsctl(["mkcomposefs", "--from-file", "-", "--print-digest-only"], { input: dump });
+    expect(r.status).toBe(1);
+    expect(r.stderr.toString()).toBe(
+      "cfsctl: error: cannot write file: Numerical result out of range (/d\\n/w: its xattrs and those the image adds exceed 32767 bytes)\n",
+    );
+  });
 });

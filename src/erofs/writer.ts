@@ -15,6 +15,7 @@
  *  6. write header, superblock, inodes, shared xattrs, data blocks.
  * The input tree is not modified.
  */
+import { escape } from "../dumpfile/escape.js";
 import { CfsError } from "../util/errors.js";
 import {
   compareBytes,
@@ -225,10 +226,25 @@ function copyInto(dst: Uint8Array, off: number, src: Uint8Array, start = 0, end 
   for (let i = start; i < end; i++) dst[off++] = src[i]!;
 }
 
+/**
+ * Upstream's error (ERANGE from lcfs_node_set_xattr) for xattrs the writer
+ * adds past the budget (many whiteouts in one directory do it), naming the
+ * inode: its first name, found from the parent's entries.
+ */
+function xattrRangeError(n: WNode): CfsError {
+  const names: Uint8Array[] = [];
+  for (let c = n; c.parent !== null && c.parent !== c; c = c.parent) {
+    const e = c.parent.src.entries?.find((d) => d.inode === c.src);
+    names.push(e ? e.name : Buffer.from("?"));
+  }
+  const path = "/" + names.reverse().map((b) => escape(b)).join("/");
+  return new CfsError(`cannot write file: Numerical result out of range (${path}: its xattrs and those the image adds exceed ${EXTERNAL_XATTR_BUDGET} bytes)`);
+}
+
 /** lcfs_node_set_xattr on the rewritten copy, with the same budget. */
 function setX(n: WNode, key: Buffer, value: Buffer): void {
   const used = setXattrBudgeted(ownXattrs(n), n.budget, key, value, EXTERNAL_XATTR_BUDGET);
-  if (used < 0) throw new CfsError("cannot write file: Numerical result out of range");
+  if (used < 0) throw xattrRangeError(n);
   n.budget = used;
 }
 
@@ -300,10 +316,10 @@ function rewriteNode(n: WNode, version: number): void {
     const xs = n.xattrs;
     const hasRedirect = p !== null && p.length > 0;
     let used = n.budget + 7 + K_METACOPY.length + virtualLength(K_METACOPY, d) + (xs.length === 0 ? 12 : 0);
-    if (used > EXTERNAL_XATTR_BUDGET) throw new CfsError("cannot write file: Numerical result out of range");
+    if (used > EXTERNAL_XATTR_BUDGET) throw xattrRangeError(n);
     if (hasRedirect) {
       used += 7 + K_REDIRECT.length + virtualLength(K_REDIRECT, p);
-      if (used > EXTERNAL_XATTR_BUDGET) throw new CfsError("cannot write file: Numerical result out of range");
+      if (used > EXTERNAL_XATTR_BUDGET) throw xattrRangeError(n);
     }
     n.virtual = VIRTUAL_METACOPY | (hasRedirect ? VIRTUAL_REDIRECT : 0);
     n.budget = used;
