@@ -136,7 +136,7 @@ describe("the mkcomposefs command", () => {
     const out = path.join(work, "never.img");
     const res = cfsctl(["mkcomposefs", "--from-file", path.join(ASSETS, "should-fail-too-big.dump"), out]);
     expect(res.status).toBe(1);
-    expect(res.stderr).toBe("cfsctl: error: cannot write file: File too large\n");
+    expect(res.stderr).toBe("cfsctl: error: cannot write file: File too large (/bigfile: 9500000000000000 bytes)\n");
     expect(fs.readdirSync(work).filter((f) => f.startsWith("never"))).toEqual([]);
   });
 });

@@ -232,13 +232,19 @@ function copyInto(dst: Uint8Array, off: number, src: Uint8Array, start = 0, end 
  * inode: its first name, found from the parent's entries.
  */
 function xattrRangeError(n: WNode): CfsError {
+  return new CfsError(
+    `cannot write file: Numerical result out of range (${nodePath(n)}: its xattrs and those the image adds exceed ${EXTERNAL_XATTR_BUDGET} bytes)`,
+  );
+}
+
+/** An inode's first name, found from its parents' entries, escaped as in a dumpfile (for errors). */
+function nodePath(n: WNode): string {
   const names: Uint8Array[] = [];
   for (let c = n; c.parent !== null && c.parent !== c; c = c.parent) {
     const e = c.parent.src.entries?.find((d) => d.inode === c.src);
     names.push(e ? e.name : Buffer.from("?"));
   }
-  const path = "/" + names.reverse().map((b) => escape(b)).join("/");
-  return new CfsError(`cannot write file: Numerical result out of range (${path}: its xattrs and those the image adds exceed ${EXTERNAL_XATTR_BUDGET} bytes)`);
+  return "/" + names.reverse().map((b) => escape(b)).join("/");
 }
 
 /** lcfs_node_set_xattr on the rewritten copy, with the same budget. */
@@ -296,7 +302,7 @@ function chooseVersion(root: Inode, minVersion: number, maxVersion: number): num
 function rewriteNode(n: WNode, version: number): void {
   // Validation (lcfs_node_validate): external files must fit 1024 chunks.
   if (n.external && n.chunkCount > MAX_NONINLINE_CHUNKS) {
-    throw new CfsError("cannot write file: File too large");
+    throw new CfsError(`cannot write file: File too large (${nodePath(n)}: ${n.size} bytes)`);
   }
   // Escape trusted.overlay.* in place; upstream does not update the budget.
   const plen = OVERLAY_PREFIX_B.length;
@@ -843,7 +849,7 @@ function writeImageWindowed(root: Inode, opts: WriteOptions, sink: ((chunk: Buff
   // The root comes first (nid 36), unless its inline tail had it moved to the next block.
   const rootNid = nodes[0]!.nid;
   if (rootNid > 0xffff) throw new CfsError("internal: root nid does not fit the superblock");
-  if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large");
+  if (totalSize / BLOCK_SIZE > 0xffffffff) throw new CfsError("cannot write file: File too large (the image would pass 2^32 blocks)");
 
   const win = new ImageWindow(totalSize, sink, opts.windowSize);
   win.at(0, FIRST_INODE_OFFSET);
