@@ -291,7 +291,8 @@ function randomTree(root) {
     const nm = randomName(200);
     for (let j = 0; j < nm.length; j++) if (nm[j] === 0x2f) nm[j] = 0x5f;
     const p = Buffer.concat([pick(dirs), Buffer.from("/"), nm]);
-    if (fs.existsSync(p) || nm.toString("latin1") === ".new") continue;
+    // lstat, not exists: a dangling symlink holds its name too.
+    if (fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined || nm.toString("latin1") === ".new") continue;
     const t = pick(["d", "d", "f", "f", "f", "f", "l", "c", "b", "p", "h", "w"]);
     let made = true;
     if (t === "d") fs.mkdirSync(tmp);
