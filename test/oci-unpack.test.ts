@@ -72,66 +72,68 @@ describe.skipIf(!isRoot)("import-oci equals create-image of the unpacked tree", 
   });
 });
 
-describe.skipIf(!isRoot)("random trees packed by GNU tar: import-oci equals compute-id of the tree", () => {
-  // Every file type, owners, odd modes, nanosecond mtimes, xattrs of every
-  // namespace (names without `=` or `%`, which GNU tar alone encodes: see
-  // doc/oci.md), hardlinks, names with any byte; packed the way
-  // fixtures/oci/gnutar/layer1.tar was. Fixed seeds.
-  let seed = 0;
-  const rnd = () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(rnd() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const name = (): Buffer => {
-    for (;;) {
-      const b = Buffer.alloc(1 + int(rnd() < 0.05 ? 200 : 8));
-      for (let i = 0; i < b.length; i++) b[i] = rnd() < 0.85 ? pick([...Buffer.from("abcxyz019._-")]) : 1 + int(255);
-      for (let i = 0; i < b.length; i++) if (b[i] === 0x2f) b[i] = 0x5f;
-      const s = b.toString("latin1");
-      if (s !== "." && s !== ".." && !s.startsWith(".wh.") && s !== ".new") return b;
-    }
-  };
-  const keys = ["user.a", "user.b", "user.overlay.x", "trusted.overlay.opaque", "trusted.x", "security.capability", "security.ima"];
-
-  function randomTree(root: string): void {
-    const tmp = path.join(root, ".new");
-    const dirs = [Buffer.from(root)];
-    const files: Buffer[] = [];
-    for (let i = 60 + int(60); i > 0; i--) {
-      const p = Buffer.concat([pick(dirs), Buffer.from("/"), name()]);
-      if (fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined) continue;
-      const t = pick(["d", "d", "f", "f", "f", "l", "c", "b", "p", "h"]);
-      // Made under an ASCII name (mknod and setfattr take UTF-8 strings), then renamed.
-      if (t === "d") fs.mkdirSync(tmp);
-      else if (t === "f") fs.writeFileSync(tmp, Buffer.alloc(pick([0, 1, 64, 65, 4096, 5000, 70000]), int(256)));
-      else if (t === "l") fs.symlinkSync(name(), tmp);
-      else if (t === "h") {
-        if (files.length === 0) continue;
-        fs.linkSync(pick(files), tmp);
-      } else if (t === "p") spawnSync("mkfifo", [tmp]);
-      else spawnSync("mknod", [tmp, t, String(int(300)), String(int(300))]);
-      if (t !== "l") fs.chmodSync(tmp, pick([0o755, 0o644, 0o4755, 0o1777, 0o2750, 0o000, 0o600]));
-      fs.lchownSync(tmp, rnd() < 0.7 ? 0 : int(70000), rnd() < 0.7 ? 0 : int(70000));
-      if (t !== "h") {
-        for (let k = rnd() < 0.5 ? 0 : 1 + int(3); k > 0; k--) {
-          const v = Buffer.alloc(1 + int(40), 97 + int(3));
-          spawnSync("setfattr", ["-h", "-n", pick(keys), "-v", "0x" + v.toString("hex"), tmp]);
-        }
-      }
-      const sec = rnd() < 0.3 ? int(2 ** 31) : 1700000000 + int(1000);
-      fs.lutimesSync(tmp, sec, sec + int(1e9) / 1e9);
-      fs.renameSync(tmp, p);
-      if (t === "d") dirs.push(p);
-      if (t === "f") files.push(p);
-    }
-    for (const d of dirs) fs.utimesSync(d, 1600000000 + int(1e8), 1600000000 + int(1e8) + int(1e9) / 1e9);
+// Random trees, as root: every file type, owners, odd modes, nanosecond
+// mtimes, xattrs of every namespace (names without `=` or `%`, which GNU
+// tar alone encodes: see doc/oci.md), hardlinks, names with any byte.
+// Fixed seeds.
+let seed = 0;
+const rnd = () => {
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = seed;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+const int = (n: number) => Math.floor(rnd() * n);
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+/** A name of any bytes but NUL and `/`; with `ascii`, of printable ASCII (for tools that take names as UTF-8 strings). */
+const name = (ascii = false): Buffer => {
+  for (;;) {
+    const b = Buffer.alloc(1 + int(rnd() < 0.05 ? 200 : 8));
+    for (let i = 0; i < b.length; i++) b[i] = rnd() < 0.85 ? pick([...Buffer.from("abcxyz019._-")]) : ascii ? 0x21 + int(94) : 1 + int(255);
+    for (let i = 0; i < b.length; i++) if (b[i] === 0x2f) b[i] = 0x5f;
+    const s = b.toString("latin1");
+    if (s !== "." && s !== ".." && !s.startsWith(".wh.") && s !== ".new") return b;
   }
+};
+const XATTR_KEYS = ["user.a", "user.b", "user.overlay.x", "trusted.overlay.opaque", "trusted.x", "security.capability", "security.ima"];
 
+function randomTree(root: string, keys: readonly string[] = XATTR_KEYS, ascii = false): void {
+  const tmp = path.join(root, ".new");
+  const dirs = [Buffer.from(root)];
+  const files: Buffer[] = [];
+  for (let i = 60 + int(60); i > 0; i--) {
+    const p = Buffer.concat([pick(dirs), Buffer.from("/"), name(ascii)]);
+    if (fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined) continue;
+    const t = pick(["d", "d", "f", "f", "f", "l", "c", "b", "p", "h"]);
+    // Made under an ASCII name (mknod and setfattr take UTF-8 strings), then renamed.
+    if (t === "d") fs.mkdirSync(tmp);
+    else if (t === "f") fs.writeFileSync(tmp, Buffer.alloc(pick([0, 1, 64, 65, 4096, 5000, 70000]), int(256)));
+    else if (t === "l") fs.symlinkSync(name(), tmp);
+    else if (t === "h") {
+      if (files.length === 0) continue;
+      fs.linkSync(pick(files), tmp);
+    } else if (t === "p") spawnSync("mkfifo", [tmp]);
+    else spawnSync("mknod", [tmp, t, String(int(300)), String(int(300))]);
+    if (t !== "l") fs.chmodSync(tmp, pick([0o755, 0o644, 0o4755, 0o1777, 0o2750, 0o000, 0o600]));
+    fs.lchownSync(tmp, rnd() < 0.7 ? 0 : int(70000), rnd() < 0.7 ? 0 : int(70000));
+    if (t !== "h") {
+      for (let k = rnd() < 0.5 ? 0 : 1 + int(3); k > 0; k--) {
+        const v = Buffer.alloc(1 + int(40), 97 + int(3));
+        spawnSync("setfattr", ["-h", "-n", pick(keys), "-v", "0x" + v.toString("hex"), tmp]);
+      }
+    }
+    const sec = rnd() < 0.3 ? int(2 ** 31) : 1700000000 + int(1000);
+    fs.lutimesSync(tmp, sec, sec + int(1e9) / 1e9);
+    fs.renameSync(tmp, p);
+    if (t === "d") dirs.push(p);
+    if (t === "f") files.push(p);
+  }
+  for (const d of dirs) fs.utimesSync(d, 1600000000 + int(1e8), 1600000000 + int(1e8) + int(1e9) / 1e9);
+}
+
+describe.skipIf(!isRoot)("random trees packed by GNU tar: import-oci equals compute-id of the tree", () => {
+  // Packed the way fixtures/oci/gnutar/layer1.tar was.
   for (const s of [1, 2, 3, 4, 5]) {
     it(`tree ${s}`, () => {
       seed = s * 7919;
@@ -144,6 +146,143 @@ describe.skipIf(!isRoot)("random trees packed by GNU tar: import-oci equals comp
       const scanned = cfsctl(["compute-id", root]);
       expect(scanned.status, scanned.stderr.toString()).toBe(0);
       expect(digestOf(["import-oci", layer])).toBe(scanned.stdout.toString().trim());
+    });
+  }
+});
+
+/** Every path below root (bytes), parents before children. */
+function walkTree(root: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  const visit = (dir: Buffer) => {
+    for (const n of fs.readdirSync(dir, { encoding: "buffer" })) {
+      const p = Buffer.concat([dir, Buffer.from("/"), n]);
+      out.push(p);
+      if (fs.lstatSync(p).isDirectory()) visit(p);
+    }
+  };
+  visit(root);
+  return out;
+}
+
+/**
+ * Random changes made through an overlay mount: files and trees removed,
+ * directories removed and made again (opaque), types replaced, metadata
+ * changed (a copy-up), new entries and new hardlinks.
+ */
+function changeThrough(merged: string): void {
+  const root = Buffer.from(merged);
+  for (let i = 5 + int(20); i > 0; i--) {
+    const all = walkTree(root).filter((p) => fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined);
+    if (all.length === 0) break;
+    const p = pick(all);
+    const st = fs.lstatSync(p);
+    switch (int(8)) {
+      case 0:
+        fs.rmSync(p, { recursive: true });
+        break;
+      case 1:
+        if (!st.isDirectory()) break;
+        fs.rmSync(p, { recursive: true });
+        fs.mkdirSync(p, 0o750);
+        fs.writeFileSync(Buffer.concat([p, Buffer.from("/"), name(true)]), "again");
+        break;
+      case 2:
+        fs.rmSync(p, { recursive: true });
+        if (st.isDirectory()) fs.writeFileSync(p, "was a directory");
+        else fs.mkdirSync(p, 0o700);
+        break;
+      case 3:
+        if (!st.isSymbolicLink()) fs.chmodSync(p, pick([0o600, 0o755, 0o4711]));
+        break;
+      case 4:
+        fs.lchownSync(p, int(1000), int(1000));
+        break;
+      case 5:
+        if (st.isFile()) fs.writeFileSync(p, Buffer.alloc(pick([3, 100, 9000]), 0x41 + int(20)));
+        else spawnSync("setfattr", ["-h", "-n", "user.changed", "-v", "1", p.toString("latin1")]);
+        break;
+      case 6:
+        fs.lutimesSync(p, 1750000000 + int(1000), 1750000000 + int(1000));
+        break;
+      default: {
+        const dir = st.isDirectory() ? p : root;
+        const f = Buffer.concat([dir, Buffer.from("/"), name(true)]);
+        if (fs.lstatSync(f, { throwIfNoEntry: false }) !== undefined) break;
+        fs.writeFileSync(f, Buffer.alloc(200, 0x61 + int(20)));
+        const g = Buffer.concat([dir, Buffer.from("/"), name(true)]);
+        if (fs.lstatSync(g, { throwIfNoEntry: false }) === undefined) fs.linkSync(f, g);
+      }
+    }
+  }
+}
+
+/**
+ * An overlay upper directory as an OCI layer, as containers/storage commits
+ * one: a whiteout (char 0/0) becomes `.wh.NAME`, an opaque directory gets
+ * `.wh..wh..opq`, overlayfs's own trusted.overlay.* xattrs go.
+ */
+function upperAsLayer(upper: string, staging: string, layer: string): void {
+  expect(spawnSync("cp", ["-a", upper, staging]).status).toBe(0);
+  const paths = walkTree(Buffer.from(staging)).reverse();
+  // What is added or removed below changes directories' mtimes: put them back after.
+  const times = [...paths, Buffer.from(staging)].filter((p) => fs.lstatSync(p).isDirectory()).map((p) => [p, fs.lstatSync(p)] as const);
+  for (const p of [...paths, Buffer.from(staging)]) {
+    const st = fs.lstatSync(p);
+    const list = spawnSync("getfattr", ["-h", "-m", "^trusted\\.overlay\\.", "--absolute-names", "-d", p.toString("latin1")], { encoding: "latin1" });
+    const opaque = /^trusted\.overlay\.opaque="y"$/m.test(list.stdout);
+    for (const m of list.stdout.matchAll(/^(trusted\.overlay\.[^=\n]+)=/gm)) spawnSync("setfattr", ["-h", "-x", m[1]!, p.toString("latin1")]);
+    if (st.isCharacterDevice() && st.rdev === 0) {
+      const slash = p.lastIndexOf(0x2f);
+      fs.rmSync(p);
+      fs.writeFileSync(Buffer.concat([p.subarray(0, slash + 1), Buffer.from(".wh."), p.subarray(slash + 1)]), "", { mode: 0 });
+    }
+    if (opaque) fs.writeFileSync(Buffer.concat([p, Buffer.from("/.wh..wh..opq")]), "", { mode: 0 });
+  }
+  for (const [p, st] of times) fs.utimesSync(p, st.atime, st.mtime);
+  const t = spawnSync("tar", ["-C", staging, "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-cf", layer, "."]);
+  expect(t.status, t.stderr.toString()).toBe(0);
+}
+
+const canOverlay = isRoot && fs.readFileSync("/proc/filesystems", "utf8").includes("\toverlay\n");
+
+/*
+ * What podman does with overlay storage: a lower tree, changes made through
+ * the kernel's overlay mount, the upper directory committed as the next
+ * layer. The kernel's merged view is the tree the layers must give.
+ * CFSCTL_OVERLAY_TREES=N runs N trees instead of the six.
+ */
+describe.skipIf(!canOverlay)("a random tree changed through overlayfs: import-oci of both layers equals compute-id of the merged view", () => {
+  if (!canOverlay) console.log("skipped: needs root and overlayfs");
+  // Not trusted.overlay.* xattrs in the lower tree: overlayfs keeps those for
+  // itself. ASCII names: getfattr and setfattr take them as UTF-8 strings.
+  const keys = XATTR_KEYS.filter((k) => !k.startsWith("trusted.overlay."));
+  const seeds = process.env.CFSCTL_OVERLAY_TREES ? Array.from({ length: Number(process.env.CFSCTL_OVERLAY_TREES) }, (_, i) => 1000 + i) : [1, 2, 3, 4, 5, 6];
+  for (const s of seeds) {
+    it(`tree ${s}`, () => {
+      seed = s * 104729;
+      const work = tmpdir();
+      const [lower, upper, ovWork, merged] = ["lower", "upper", "work", "merged"].map((d) => path.join(work, d));
+      for (const d of [lower, upper, ovWork, merged]) fs.mkdirSync(d);
+      randomTree(lower, keys, true);
+      const layer1 = path.join(work, "layer1.tar");
+      expect(spawnSync("tar", ["-C", lower, "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-cf", layer1, "."]).status).toBe(0);
+      const m = spawnSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${ovWork},redirect_dir=off,metacopy=off,index=off`, merged]);
+      if (m.status !== 0) {
+        console.log(`skipped: the overlay mount failed (${m.stderr.toString().trim()})`);
+        return;
+      }
+      let scanned: string;
+      try {
+        changeThrough(merged);
+        const r = cfsctl(["compute-id", merged]);
+        expect(r.status, r.stderr.toString()).toBe(0);
+        scanned = r.stdout.toString().trim();
+      } finally {
+        spawnSync("umount", [merged]);
+      }
+      const layer2 = path.join(work, "layer2.tar");
+      upperAsLayer(upper, path.join(work, "staging"), layer2);
+      expect(digestOf(["import-oci", layer1, layer2])).toBe(scanned);
     });
   }
 });
