@@ -114,7 +114,7 @@ function randomTree(root: string, keys: readonly string[] = XATTR_KEYS, ascii = 
       if (files.length === 0) continue;
       fs.linkSync(pick(files), tmp);
     } else if (t === "p") spawnSync("mkfifo", [tmp]);
-    else spawnSync("mknod", [tmp, t, String(int(300)), String(int(300))]);
+    else spawnSync("mknod", [tmp, t, String(1 + int(299)), String(int(300))]); // never 0/0, an overlay whiteout
     if (t !== "l") fs.chmodSync(tmp, pick([0o755, 0o644, 0o4755, 0o1777, 0o2750, 0o000, 0o600]));
     fs.lchownSync(tmp, rnd() < 0.7 ? 0 : int(70000), rnd() < 0.7 ? 0 : int(70000));
     if (t !== "h") {
