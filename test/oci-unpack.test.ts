@@ -248,10 +248,11 @@ const canOverlay = isRoot && fs.readFileSync("/proc/filesystems", "utf8").includ
 /*
  * What podman does with overlay storage: a lower tree, changes made through
  * the kernel's overlay mount, the upper directory committed as the next
- * layer. The kernel's merged view is the tree the layers must give.
- * CFSCTL_OVERLAY_TREES=N runs N trees instead of the six.
+ * layer; then more changes through an overlay of both, committed as a third
+ * layer. After each, the kernel's merged view is the tree the layers must
+ * give. CFSCTL_OVERLAY_TREES=N runs N trees instead of the six.
  */
-describe.skipIf(!canOverlay)("a random tree changed through overlayfs: import-oci of both layers equals compute-id of the merged view", () => {
+describe.skipIf(!canOverlay)("a random tree changed through overlayfs, twice: import-oci of the layers equals compute-id of the merged view", () => {
   if (!canOverlay) console.log("skipped: needs root and overlayfs");
   // Not trusted.overlay.* xattrs in the lower tree: overlayfs keeps those for
   // itself. ASCII names: getfattr and setfattr take them as UTF-8 strings.
@@ -261,28 +262,38 @@ describe.skipIf(!canOverlay)("a random tree changed through overlayfs: import-oc
     it(`tree ${s}`, () => {
       seed = s * 104729;
       const work = tmpdir();
-      const [lower, upper, ovWork, merged] = ["lower", "upper", "work", "merged"].map((d) => path.join(work, d));
-      for (const d of [lower, upper, ovWork, merged]) fs.mkdirSync(d);
-      randomTree(lower, keys, true);
-      const layer1 = path.join(work, "layer1.tar");
-      expect(spawnSync("tar", ["-C", lower, "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-cf", layer1, "."]).status).toBe(0);
-      const m = spawnSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${upper},workdir=${ovWork},redirect_dir=off,metacopy=off,index=off`, merged]);
-      if (m.status !== 0) {
-        console.log(`skipped: the overlay mount failed (${m.stderr.toString().trim()})`);
-        return;
+      const dir = (d: string) => {
+        const p = path.join(work, d);
+        fs.mkdirSync(p);
+        return p;
+      };
+      const lowers = [dir("tree")];
+      randomTree(lowers[0]!, keys, true);
+      const layers = [path.join(work, "layer0.tar")];
+      expect(spawnSync("tar", ["-C", lowers[0]!, "--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "--sort=name", "-cf", layers[0]!, "."]).status).toBe(0);
+      for (let round = 1; round <= 2; round++) {
+        const [upper, ovWork, merged] = [`upper${round}`, `work${round}`, `merged${round}`].map(dir);
+        // lowerdir lists the top layer first.
+        const lowerdir = [...lowers].reverse().join(":");
+        const m = spawnSync("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=${upper},workdir=${ovWork},redirect_dir=off,metacopy=off,index=off`, merged]);
+        if (m.status !== 0) {
+          console.log(`skipped: the overlay mount failed (${m.stderr.toString().trim()})`);
+          return;
+        }
+        let scanned: string;
+        try {
+          changeThrough(merged);
+          const r = cfsctl(["compute-id", merged]);
+          expect(r.status, r.stderr.toString()).toBe(0);
+          scanned = r.stdout.toString().trim();
+        } finally {
+          spawnSync("umount", [merged]);
+        }
+        lowers.push(upper);
+        layers.push(path.join(work, `layer${round}.tar`));
+        upperAsLayer(upper, path.join(work, `staging${round}`), layers[round]!);
+        expect(digestOf(["import-oci", ...layers]), `after round ${round}`).toBe(scanned);
       }
-      let scanned: string;
-      try {
-        changeThrough(merged);
-        const r = cfsctl(["compute-id", merged]);
-        expect(r.status, r.stderr.toString()).toBe(0);
-        scanned = r.stdout.toString().trim();
-      } finally {
-        spawnSync("umount", [merged]);
-      }
-      const layer2 = path.join(work, "layer2.tar");
-      upperAsLayer(upper, path.join(work, "staging"), layer2);
-      expect(digestOf(["import-oci", layer1, layer2])).toBe(scanned);
     });
   }
 });
