@@ -4,7 +4,8 @@
 // when accepted, give the same image bytes; with composefs-info, that image
 // must dump the same text. With --dirs, random directory trees (as root:
 // devices, trusted.* xattrs, owners) through `cfsctl mkcomposefs DIR` and
-// upstream's, with each scan option.
+// upstream's, with each scan option; with --digest-store, the two stores
+// must hold the same files with the same modes.
 //
 // Usage: npm run compare-upstream -- [--seed N] [--cases N] [--dirs N]
 // Upstream's tools are looked up in CFSCTL_PEERS (a directory), then PATH.
@@ -336,13 +337,23 @@ if (dirCases > 0) {
     for (let c = 0; c < dirCases; c++) {
       const treeSeed = seed;
       randomTree(root);
-      for (const opt of [[], ["--use-epoch"], ["--skip-xattrs"], ["--user-xattrs"], ["--skip-devices"], ["--max-version=0"], ["--min-version=1"]]) {
-        const u = spawnSync(MKCOMPOSEFS, [...opt, root, path.join(work, "up.img")], { encoding: "latin1" });
-        const o = spawnSync(process.execPath, [cli, "mkcomposefs", ...opt, root, path.join(work, "ours.img")], { encoding: "latin1" });
+      const stores = [path.join(work, "store-up"), path.join(work, "store-ours")];
+      for (const opt of [[], ["--use-epoch"], ["--skip-xattrs"], ["--user-xattrs"], ["--skip-devices"], ["--max-version=0"], ["--min-version=1"], ["--digest-store"]]) {
+        // --digest-store: each tool its own store, which must end up the same.
+        const withStore = opt[0] === "--digest-store";
+        for (const d of stores) fs.rmSync(d, { recursive: true, force: true });
+        const args = (i) => (withStore ? [`--digest-store=${stores[i]}`] : opt);
+        const u = spawnSync(MKCOMPOSEFS, [...args(0), root, path.join(work, "up.img")], { encoding: "latin1" });
+        const o = spawnSync(process.execPath, [cli, "mkcomposefs", ...args(1), root, path.join(work, "ours.img")], { encoding: "latin1" });
         compared++;
+        const listing = (d) =>
+          fs.existsSync(d)
+            ? spawnSync("find", [".", "-printf", "%p %y %m %s\\n"], { cwd: d, encoding: "latin1" }).stdout.split("\n").sort().join("\n")
+            : "";
         const differs =
           (u.status === 0) !== (o.status === 0) ||
-          (u.status === 0 && !fs.readFileSync(path.join(work, "up.img")).equals(fs.readFileSync(path.join(work, "ours.img"))));
+          (u.status === 0 && !fs.readFileSync(path.join(work, "up.img")).equals(fs.readFileSync(path.join(work, "ours.img")))) ||
+          (withStore && listing(stores[0]) !== listing(stores[1]));
         if (differs) {
           failures++;
           const kept = path.join(work, `tree-${treeSeed}`);
