@@ -227,9 +227,11 @@ function copyInto(dst: Uint8Array, off: number, src: Uint8Array, start = 0, end 
 }
 
 /**
- * Upstream's error (ERANGE from lcfs_node_set_xattr) for xattrs the writer
- * adds past the budget (many whiteouts in one directory do it), naming the
- * inode: its first name, found from the parent's entries.
+ * Upstream's error (ERANGE from lcfs_node_set_xattr) when the xattrs the
+ * writer adds overflow the budget of the rewritten copy (whose estimate
+ * starts at 0, and wraps below it when an xattr it never counted is
+ * replaced: an inode's own trusted.overlay.* xattr, escaped, that the writer
+ * then sets again, as for whiteouts and their directories), naming the inode.
  */
 function xattrRangeError(n: WNode): CfsError {
   return new CfsError(
