@@ -167,7 +167,7 @@ function walkTree(root: Buffer): Buffer[] {
 /**
  * Random changes made through an overlay mount: files and trees removed,
  * directories removed and made again (opaque), types replaced, metadata
- * changed (a copy-up), new entries and new hardlinks.
+ * changed (a copy-up), new entries, new hardlinks of new and of lower files.
  */
 function changeThrough(merged: string): void {
   const root = Buffer.from(merged);
@@ -176,7 +176,7 @@ function changeThrough(merged: string): void {
     if (all.length === 0) break;
     const p = pick(all);
     const st = fs.lstatSync(p);
-    switch (int(8)) {
+    switch (int(9)) {
       case 0:
         fs.rmSync(p, { recursive: true });
         break;
@@ -204,6 +204,13 @@ function changeThrough(merged: string): void {
       case 6:
         fs.lutimesSync(p, 1750000000 + int(1000), 1750000000 + int(1000));
         break;
+      case 7: {
+        // A new name for a file of the lower tree: overlayfs copies it up first.
+        if (!st.isFile()) break;
+        const g = Buffer.concat([p.subarray(0, p.lastIndexOf(0x2f) + 1), name(true)]);
+        if (fs.lstatSync(g, { throwIfNoEntry: false }) === undefined) fs.linkSync(p, g);
+        break;
+      }
       default: {
         const dir = st.isDirectory() ? p : root;
         const f = Buffer.concat([dir, Buffer.from("/"), name(true)]);
