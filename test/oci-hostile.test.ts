@@ -10,7 +10,7 @@ import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
 import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
-import { gzip, header, tar, type Member } from "./tar-writer.js";
+import { gzip, header, tar } from "./tar-writer.js";
 
 const G = path.join(FIXTURES, "oci", "gnutar");
 

@@ -17,7 +17,7 @@ import { dumpfileToString } from "../src/dumpfile/write.js";
 import { dumpImage, readImage } from "../src/erofs/reader.js";
 import { writeImage } from "../src/erofs/writer.js";
 import { decodeInode } from "../src/erofs/format.js";
-import { S_IFDIR, S_IFMT, type Inode } from "../src/model/inode.js";
+import { S_IFDIR, S_IFMT } from "../src/model/inode.js";
 import { CfsError } from "../src/util/errors.js";
 import { ASSETS, NOT_STRICT, assetDump, assetVersion } from "./helpers.js";
 
