@@ -612,7 +612,23 @@ describe("hostile images", () => {
     const u0 = img.readUInt32LE(dirs[0]!.off + 16);
     const bad = Buffer.from(img);
     for (const d of dirs) bad.writeUInt32LE(u0, d.off + 16);
-    check(bad, "shared blocks");
+    const out = check(bad, "shared blocks");
+    expect(out.ok).toBe(true);
+    // Every directory's first block now lists d00's first names: d00 owns
+    // those files and the others show them as hardlinks; the rest of each
+    // directory (its inline tail) is its own.
+    const files = (out as { text: string }).text.split("\n").filter((l) => /^\/d\d\d\//.test(l));
+    expect(files.length).toBe(60 * 200);
+    let links = 0;
+    for (const l of files) {
+      const [p, , mode, , , , , , target] = l.split(" ");
+      if (mode === "@100644") {
+        expect(target).toBe(`/d00/${p!.slice(5)}`);
+        links++;
+      } else expect([mode, target]).toEqual(["100644", "-"]);
+    }
+    expect(links % 59).toBe(0);
+    expect(links / 59).toBeGreaterThan(100);
   });
 
   it("a few hand-picked byte patterns", () => {
