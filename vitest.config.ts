@@ -5,5 +5,7 @@ export default defineConfig({
     include: ["test/**/*.test.ts"],
     globalSetup: ["test/global-setup.ts"],
     testTimeout: 60_000,
+    // A test that asserts nothing cannot fail: one that cannot run here says why and skips.
+    expect: { requireAssertions: true },
   },
 });
