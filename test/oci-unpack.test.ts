@@ -257,7 +257,8 @@ const canOverlay = isRoot && fs.readFileSync("/proc/filesystems", "utf8").includ
  * the kernel's overlay mount, the upper directory committed as the next
  * layer; then more changes through an overlay of both, committed as a third
  * layer. After each, the kernel's merged view is the tree the layers must
- * give. CFSCTL_OVERLAY_TREES=N runs N trees instead of the six.
+ * give, and umoci unpack of the layers (where umoci is installed) gives it
+ * too. CFSCTL_OVERLAY_TREES=N runs N trees instead of the six.
  */
 describe.skipIf(!canOverlay)("a random tree changed through overlayfs, twice: import-oci of the layers equals compute-id of the merged view", () => {
   if (!canOverlay) console.log("skipped: needs root and overlayfs");
@@ -301,6 +302,16 @@ describe.skipIf(!canOverlay)("a random tree changed through overlayfs, twice: im
         layers.push(path.join(work, `layer${round}.tar`));
         upperAsLayer(upper, path.join(work, `staging${round}`), layers[round]!);
         expect(digestOf(["import-oci", ...layers]), `after round ${round}`).toBe(scanned);
+        if (hasUmoci) {
+          // umoci applies the same layers to the same tree.
+          const layout = path.join(work, `image${round}`);
+          for (const args of [["init", "--layout", layout], ["new", "--image", `${layout}:t`], ...layers.map((l) => ["raw", "add-layer", "--image", `${layout}:t`, l])]) {
+            const r = spawnSync("umoci", args);
+            expect(r.status, r.stderr.toString()).toBe(0);
+          }
+          const unpacked = cfsctl(["compute-id", umociUnpack(`${layout}:t`)]);
+          expect(unpacked.stdout.toString().trim(), `umoci, after round ${round}`).toBe(scanned);
+        }
       }
     });
   }
