@@ -2,7 +2,7 @@
 // dumpfiles (valid and mutated) through cfsctl's parser and writer and
 // through `mkcomposefs --from-file` must be accepted or refused alike and,
 // when accepted, give the same image bytes; with composefs-info, that image
-// must dump the same text. With --dirs, random directory trees (as root:
+// must dump (and list: ls, objects) the same text. With --dirs, random directory trees (as root:
 // devices, trusted.* xattrs, owners) through `cfsctl mkcomposefs DIR` and
 // upstream's, with each scan option; with --digest-store, the two stores
 // must hold the same files with the same modes.
@@ -37,6 +37,7 @@ function peer(name) {
   for (const d of dirs) if (d && fs.existsSync(path.join(d, name))) return path.join(d, name);
   return null;
 }
+const CLI = path.join(import.meta.dirname, "..", "bin", "cfsctl");
 const MKCOMPOSEFS = peer("mkcomposefs");
 const COMPOSEFS_INFO = peer("composefs-info");
 if (!MKCOMPOSEFS) {
@@ -269,6 +270,14 @@ for (let c = 0; c < cases; c++) {
       return p !== undefined && p !== "-" && /^10/.test(l.split(" ")[2] ?? "") && (Buffer.from(p, "latin1").length + 1) % 4 === 0;
     });
     if (!overRead && (info.status !== 0 || info.stdout !== mine)) keep("composefs-info dump", data);
+    // Now and then the other listings too, through the CLI.
+    if (!overRead && chance(0.2)) {
+      for (const cmd of ["ls", "objects"]) {
+        const a = spawnSync(COMPOSEFS_INFO, [cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
+        const b = spawnSync(process.execPath, [CLI, "info", cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
+        if (a.status !== b.status || a.stdout !== b.stdout) keep(`composefs-info ${cmd}`, data);
+      }
+    }
   }
 }
 console.log(`dumpfiles: ${same} same image, ${refusedBoth} refused by both, ${skipped} skipped (deliberate differences), ${dumps} dumps compared, ${failures} different`);
@@ -332,7 +341,6 @@ if (dirCases > 0) {
     console.log("directory trees: skipped (needs root for devices, owners and trusted.* xattrs)");
   } else {
     const root = path.join(work, "tree");
-    const cli = path.join(import.meta.dirname, "..", "bin", "cfsctl");
     let compared = 0, before = failures;
     for (let c = 0; c < dirCases; c++) {
       const treeSeed = seed;
@@ -344,7 +352,7 @@ if (dirCases > 0) {
         for (const d of stores) fs.rmSync(d, { recursive: true, force: true });
         const args = (i) => (withStore ? [`--digest-store=${stores[i]}`] : opt);
         const u = spawnSync(MKCOMPOSEFS, [...args(0), root, path.join(work, "up.img")], { encoding: "latin1" });
-        const o = spawnSync(process.execPath, [cli, "mkcomposefs", ...args(1), root, path.join(work, "ours.img")], { encoding: "latin1" });
+        const o = spawnSync(process.execPath, [CLI, "mkcomposefs", ...args(1), root, path.join(work, "ours.img")], { encoding: "latin1" });
         compared++;
         const listing = (d) =>
           fs.existsSync(d)
