@@ -184,13 +184,16 @@ describe("--name", () => {
 });
 
 describe("a store that cannot take the objects", () => {
-  it.skipIf(!isRoot)("full or read-only: one line naming the store's directory (not the scanned file), and no temporary file left", () => {
+  it.skipIf(!isRoot)("full or read-only: one line naming the store's directory (not the scanned file), and no temporary file left", (ctx) => {
     const tree = tmpdir();
     fs.writeFileSync(path.join(tree, "big"), Buffer.alloc(3 << 20, 7));
     fs.writeFileSync(path.join(tree, "small"), Buffer.alloc(300, 9));
     const small = tmpdir();
     const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", small]);
-    if (m.status !== 0) return console.log(`store checks not run: tmpfs mount refused (${m.stderr})`);
+    if (m.status !== 0) {
+      console.log(`store checks not run: tmpfs mount refused (${m.stderr})`);
+      ctx.skip();
+    }
     try {
       for (const [args, where] of [
         [["--repo", path.join(small, "repo"), "create-image", tree], path.join(small, "repo", "objects")],
@@ -198,7 +201,7 @@ describe("a store that cannot take the objects", () => {
       ] as const) {
         const r = cfsctl([...args]);
         expect(r.status).toBe(1);
-        expect(r.stderr).toMatch(new RegExp(`^cfsctl: error: ${where}/[0-9a-f]{2}: ENOSPC \\(\\w+\\)\\n$`));
+        expect(r.stderr).toMatch(new RegExp(`^cfsctl: error: ${where}/[0-9a-f]{2}: No space left on device \\(\\w+\\)\\n$`));
         expect(execFileSync("find", [small, "-name", ".tmp-*"]).toString()).toBe("");
       }
       // Read-only: the same, EROFS.

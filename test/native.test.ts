@@ -588,14 +588,17 @@ describe("deep trees (paths longer than PATH_MAX)", () => {
 
 if (!isRoot) console.log("symlink xattr test skipped: setting trusted.* xattrs needs root");
 describe.skipIf(!isRoot)("symlinks' own xattrs (root: trusted.* on a symlink)", () => {
-  it("are read, never the target's, by both scanners", () => {
+  it("are read, never the target's, by both scanners", (ctx) => {
     const d = path.join(work, "symx");
     fs.mkdirSync(d);
     fs.writeFileSync(path.join(d, "target"), "t");
     xattr.setAttributeSync(path.join(d, "target"), "trusted.which", "target");
     fs.symlinkSync("target", path.join(d, "link"));
     const r = spawnSetfattrSymlink(path.join(d, "link"), "trusted.which", "link");
-    if (r !== null) return console.log(`skipped: ${r}`);
+    if (r !== null) {
+      console.log(`skipped: ${r}`);
+      ctx.skip();
+    }
     // In-process, both ways of reaching the entry (one-name lookups in the
     // working directory, /proc/self/fd/N/NAME).
     for (const useCwd of [true, false]) {

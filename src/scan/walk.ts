@@ -16,7 +16,7 @@
 import fs from "node:fs";
 import nodePath from "node:path";
 import { isMainThread } from "node:worker_threads";
-import { CfsError, describeSystemError } from "../util/errors.js";
+import { CfsError, describeFileError, describeSystemError } from "../util/errors.js";
 import { digestToObjectPath, type VerityAlgorithm } from "../fsverity/digest.js";
 import { Inode, NO_XATTRS, PATH_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../model/inode.js";
 import { MAX_DIR_DEPTH } from "../erofs/format.js";
@@ -274,7 +274,7 @@ export async function walk(dir: string, opts: WalkOptions): Promise<WalkResult> 
       if (failedId < 0 || id < failedId) {
         failedId = id;
         const shown = path !== null && base !== null && path.startsWith(baseStr) ? path.slice(baseStr.length) : path;
-        failure = `${shown ?? "a file"}: ${error ?? "not hashed"}`;
+        failure = `${shown ?? "a file"}: ${error === null ? "not hashed" : describeFileError(error)}`;
       }
     } else {
       const inode = files[id]!;

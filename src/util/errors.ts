@@ -20,6 +20,18 @@ export function describeSystemError(err: unknown, what: string): CfsError {
   return new CfsError(`${what}: ${e?.message ?? String(err)}`);
 }
 
+/**
+ * A per-file error of the hashers ("EACCES (open)": the errno name, then
+ * the system call) as a message reads it: "Permission denied (open)".
+ * Anything else ("changed while it was read") is returned as it is.
+ */
+export function describeFileError(error: string): string {
+  const m = /^(E[A-Z0-9]+) \((\w+)\)$/.exec(error);
+  if (m === null) return error;
+  const text = SYSTEM_ERROR_TEXT[m[1]!];
+  return text === undefined ? error : `${text} (${m[2]})`;
+}
+
 const SYSTEM_ERROR_TEXT: Record<string, string> = {
   ENOENT: "No such file or directory",
   EACCES: "Permission denied",
