@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { fsverityDigest } from "../src/fsverity/digest.js";
-import { FIXTURES, cfsctl, tmpdir } from "./helpers.js";
+import { FIXTURES, cfsctl, rng, tmpdir } from "./helpers.js";
 import { gzip, header, tar } from "./tar-writer.js";
 
 const G = path.join(FIXTURES, "oci", "gnutar");
@@ -305,16 +305,7 @@ describe("mutated layers", () => {
   // imports or is refused with one line, within the time limit; nothing it
   // leaves in the repository is inconsistent (fsck at the end). A fixed
   // seed: the same 40 layers every run.
-  let seed = 20261202;
-  const rnd = () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(rnd() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+  const { next: rnd, int, pick } = rng(20261202);
 
   const built = tar([
     { name: "./", type: "5", mode: 0o755 },
