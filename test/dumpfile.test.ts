@@ -147,6 +147,16 @@ describe("parser rules", () => {
     expect(res.status).toBe(1);
     expect(res.stderr).toMatch(/^cfsctl: error: \S+long\.dump:2: Parent directory missing for \/a\/a\/a[/a]*\n$/);
   });
+  it("writes control characters of a bad field as \\xNN: the error stays one line a terminal shows as is", () => {
+    const dir = tmpdir();
+    const dump = path.join(dir, "esc.dump");
+    // A mode field of ESC sequences, BEL, a carriage return, DEL and byte 0x9b (CSI in C1).
+    const bad = Buffer.concat([Buffer.from("1\x1b]0;t\x07\x1b[2J\r\x7f"), Buffer.from([0x9b]), Buffer.from("9")]);
+    fs.writeFileSync(dump, Buffer.concat([Buffer.from("/ 0 40755 2 0 0 0 0.0 - - -\n/a 0 "), bad, Buffer.from(" 1 0 0 0 0.0 - - -\n")]));
+    const res = cfsctl(["mkcomposefs", "--from-file", dump, path.join(dir, "x.img")]);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toBe(`cfsctl: error: ${dump}:2: Invalid integer 1\\x1b]0;t\\x07\\x1b[2J \\x7f\\x9b9\n`);
+  });
   it("keeps the last value of a key repeated among many xattrs, moved to the end, as upstream", () => {
     const many = Array.from({ length: 30 }, (_, i) => `user.k${i}=v${i}`).join(" ");
     const r = parse(ROOT + `/f 0 100644 1 0 0 0 0.0 - - - ${many} user.k3=again user.k20=last user.k29=x\n`);

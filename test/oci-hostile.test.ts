@@ -50,6 +50,8 @@ function refused(files: Buffer[] | string[], message: RegExp): void {
   expect(r.status, r.stderr).toBe(1);
   expect(r.stdout.length).toBe(0);
   expect(r.stderr).toMatch(/^cfsctl: error: [^\n]+\n$/);
+  // Names from the layer reach the message with no control character a terminal would act on.
+  expect(r.stderr.slice(0, -1)).not.toMatch(/[\x00-\x08\x0a-\x1f\x7f-\x9f]/);
   expect(r.stderr).toMatch(message);
   // The file is named once, not once per layer of the code that passed the error on.
   expect(r.stderr).not.toMatch(/ (\S+): \1: /);
@@ -77,6 +79,12 @@ describe("hostile layers", () => {
     ["hardlink to a missing entry", () => [tar([{ name: "h", type: "1", linkname: "nothere" }])], /hardlink to a missing entry/],
     ["hardlink to a directory", () => [tar([{ name: "d/", type: "5" }, { name: "h", type: "1", linkname: "d" }])], /hardlink to a directory/],
     ["hardlink out of the tree", () => [tar([{ name: "h", type: "1", linkname: "../../etc/shadow" }])], /'\.\.' refused/],
+    [
+      "hardlink to a missing entry, named with terminal escapes",
+      () => [tar([{ name: "h", type: "1", linkname: "x\x1b]0;title\x07\x1b[2J\x7f" }])],
+      // Layer paths are quoted as JSON strings; DEL, which JSON leaves alone, as \x7f.
+      /hardlink to a missing entry x\\u001b\]0;title\\u0007\\u001b\[2J\\x7f\n/,
+    ],
     ["hardlink through a symlink", () => [tar([{ name: "l", type: "2", linkname: "/etc" }, { name: "h", type: "1", linkname: "l/passwd" }])], /hardlink to a missing entry/],
     ["truncated inside a file", () => [tar([{ name: "f", data: big(5000) }]).subarray(0, 512 + 3000)], /truncated/],
     ["truncated inside a header", () => [tar([{ name: "f", data: big(10) }]).subarray(0, 300)], /truncated inside a header/],

@@ -165,7 +165,7 @@ function exitCodeFor(e: unknown): number {
     return 2; // commander already printed the message and the usage
   }
   if (e instanceof UsageError) {
-    printError(`cfsctl: ${e.message}\n`);
+    printError(`cfsctl: ${oneLine(e.message)}\n`);
     return 2;
   }
   if (e instanceof CfsError) {
@@ -195,6 +195,13 @@ function printError(s: string): void {
   }
 }
 
+/**
+ * An error as one line a terminal shows as it is. Messages quote names and
+ * fields from the input (a dumpfile, a tar, an image, a scanned tree), which
+ * may hold any byte: line breaks become a space, and every other control
+ * character (C0 but tab, DEL, and C1, which a latin1-decoded byte of 0x80 to
+ * 0x9f becomes) is written as \xNN, so no escape sequence reaches the terminal.
+ */
 function oneLine(s: string): string {
-  return s.replace(/[\r\n]+/g, " ");
+  return s.replace(/[\r\n]+/g, " ").replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
