@@ -263,7 +263,10 @@ describe.skipIf(!canOverlay)("a random tree changed through overlayfs, twice: im
   const keys = XATTR_KEYS.filter((k) => !k.startsWith("trusted.overlay."));
   const seeds = process.env.CFSCTL_OVERLAY_TREES ? Array.from({ length: Number(process.env.CFSCTL_OVERLAY_TREES) }, (_, i) => 1000 + i) : [1, 2, 3, 4, 5, 6];
   for (const s of seeds) {
-    it(`tree ${s}`, (ctx) => {
+    it(`tree ${s}`, async (ctx) => {
+      // Let the runner's messages in between trees: a long run of synchronous
+      // tests (CFSCTL_OVERLAY_TREES=100) otherwise makes vitest's RPC time out.
+      await new Promise((r) => setImmediate(r));
       reseed(s * 104729);
       const work = tmpdir();
       const dir = (d: string) => {
