@@ -13,6 +13,16 @@ export const CLI = path.join(ROOT, "bin", "cfsctl");
 
 export const isRoot = process.getuid?.() === 0;
 
+/**
+ * Let the test runner's messages in. vitest's worker answers its RPC calls
+ * only when the event loop runs: synchronous work of over a minute (a long
+ * loop, or many synchronous tests in a row, as the stress settings such as
+ * CFSCTL_RANDOM_TREES=900 make) ends the run with "Timeout calling onTaskUpdate".
+ */
+export function letRunnerIn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}
+
 /** A fresh temporary directory inside the run's own (removed when the run ends: test/global-setup.ts). */
 export function tmpdir(prefix = "cfsctl-test-"): string {
   return fs.mkdtempSync(path.join(process.env.CFSCTL_TEST_TMP ?? os.tmpdir(), prefix));

@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { FIXTURES, cfsctl, isRoot, rng, tmpdir } from "./helpers.js";
+import { FIXTURES, cfsctl, isRoot, letRunnerIn, rng, tmpdir } from "./helpers.js";
 
 const OCI = path.join(FIXTURES, "oci");
 const hasUmoci = spawnSync("umoci", ["--version"]).status === 0;
@@ -264,9 +264,7 @@ describe.skipIf(!canOverlay)("a random tree changed through overlayfs, twice: im
   const seeds = process.env.CFSCTL_OVERLAY_TREES ? Array.from({ length: Number(process.env.CFSCTL_OVERLAY_TREES) }, (_, i) => 1000 + i) : [1, 2, 3, 4, 5, 6];
   for (const s of seeds) {
     it(`tree ${s}`, async (ctx) => {
-      // Let the runner's messages in between trees: a long run of synchronous
-      // tests (CFSCTL_OVERLAY_TREES=100) otherwise makes vitest's RPC time out.
-      await new Promise((r) => setImmediate(r));
+      await letRunnerIn();
       reseed(s * 104729);
       const work = tmpdir();
       const dir = (d: string) => {
