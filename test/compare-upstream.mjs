@@ -2,7 +2,7 @@
 // dumpfiles (valid and mutated) through cfsctl's parser and writer and
 // through `mkcomposefs --from-file` must be accepted or refused alike and,
 // when accepted, give the same image bytes; with composefs-info, that image
-// must dump (and list: ls, objects) the same text. With --dirs, random directory trees (as root:
+// must dump (and list: ls, objects, missing-objects) the same text. With --dirs, random directory trees (as root:
 // devices, trusted.* xattrs, owners) through `cfsctl mkcomposefs DIR` and
 // upstream's, with each scan option; with --digest-store, the two stores
 // must hold the same files with the same modes.
@@ -272,9 +272,23 @@ for (let c = 0; c < cases; c++) {
     if (!overRead && (info.status !== 0 || info.stdout !== mine)) keep("composefs-info dump", data);
     // Now and then the other listings too, through the CLI.
     if (!overRead && chance(0.2)) {
-      for (const cmd of ["ls", "objects"]) {
-        const a = spawnSync(COMPOSEFS_INFO, [cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
-        const b = spawnSync(process.execPath, [CLI, "info", cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
+      for (const cmd of ["ls", "objects", "missing-objects"]) {
+        const opts = [];
+        if (cmd === "missing-objects") {
+          // A basedir holding about half of the image's objects (only names of hex digits are made).
+          const base = path.join(work, "basedir");
+          fs.rmSync(base, { recursive: true, force: true });
+          fs.mkdirSync(base);
+          const listed = spawnSync(COMPOSEFS_INFO, ["objects", image], { encoding: "latin1", maxBuffer: 1 << 28 }).stdout.split("\n");
+          for (const o of listed) {
+            if (!/^[0-9a-f]{2}\/[0-9a-f]+$/.test(o) || chance(0.5)) continue;
+            fs.mkdirSync(path.join(base, o.slice(0, 2)), { recursive: true });
+            fs.writeFileSync(path.join(base, o), "");
+          }
+          opts.push(`--basedir=${base}`);
+        }
+        const a = spawnSync(COMPOSEFS_INFO, [...opts, cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
+        const b = spawnSync(process.execPath, [CLI, "info", ...opts, cmd, image], { encoding: "latin1", maxBuffer: 1 << 28 });
         if (a.status !== b.status || a.stdout !== b.stdout) keep(`composefs-info ${cmd}`, data);
       }
     }
