@@ -223,6 +223,25 @@ describe("the tree readImage builds", () => {
     expect(() => readImage(bs)).toThrow(/block size/);
     expect(() => readImage(img.subarray(0, img.length - 4096))).toThrow(/truncated/);
   });
+
+  it("refuses an inode that holds an xattr name twice (the kernel gives the first value, composefs-info prints the last)", () => {
+    // Two names, then twenty (past 16 names the check keeps a set): a later name made an earlier one.
+    const cases: [number, string, string][] = [
+      [2, "k01val01", "k00"],
+      [20, "k19val19", "k00"],
+      [20, "k03val03", "k01"],
+    ];
+    for (const [n, from, to] of cases) {
+      const two = (i: number) => String(i).padStart(2, "0");
+      const xattrs = Array.from({ length: n }, (_, i) => `user.k${two(i)}=val${two(i)}`).join(" ");
+      const img = Buffer.from(imageOf(ROOT_LINE + `/f 0 100644 1 0 0 0 0.0 - - - ${xattrs}\n`));
+      expect(readImage(img).entries![0]!.inode.xattrs.length).toBe(n);
+      const at = img.indexOf(from);
+      expect(at).toBeGreaterThan(0);
+      img.write(to, at, "latin1");
+      expect(() => readImage(img)).toThrow(new RegExp(`corrupt image: xattr user\\.${to} appears twice \\(nid \\d+, at /f\\)`));
+    }
+  });
 });
 
 describe("image-objects", () => {
