@@ -14,12 +14,13 @@ import path from "node:path";
 import { Inode, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../dist/model/inode.js";
 import { loadPolicy, relabelTree } from "../dist/tree/selinux.js";
 import { CfsError } from "../dist/util/errors.js";
+import { rng } from "./prng.mjs";
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(name);
   return i < 0 ? dflt : Number(process.argv[i + 1]);
 };
-let seed = arg("--seed", Date.now() % 1e9) >>> 0;
+const seed = arg("--seed", Date.now() % 1e9) >>> 0;
 const policies = arg("--policies", 200);
 if (spawnSync("matchpathcon", ["-V"], { stdio: "ignore" }).error) {
   console.error("compare-selinux: matchpathcon not found (Debian: apt-get install selinux-utils)");
@@ -27,17 +28,7 @@ if (spawnSync("matchpathcon", ["-V"], { stdio: "ignore" }).error) {
 }
 console.log(`seed ${seed}`);
 
-// mulberry32
-function rnd() {
-  seed = (seed + 0x6d2b79f5) >>> 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const int = (n) => Math.floor(rnd() * n);
-const pick = (a) => a[int(a.length)];
-const chance = (p) => rnd() < p;
+const { int, pick, chance } = rng(seed);
 
 // matchpathcon's -m names, file_contexts' type fields and the mode bits of each type.
 const TYPES = [

@@ -23,12 +23,13 @@ import { parseDumpfile } from "../dist/dumpfile/parse.js";
 import { writeImage } from "../dist/erofs/writer.js";
 import { dumpImage } from "../dist/erofs/reader.js";
 import { CfsError } from "../dist/util/errors.js";
+import { rng } from "./prng.mjs";
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(name);
   return i < 0 ? dflt : Number(process.argv[i + 1]);
 };
-let seed = arg("--seed", Date.now() % 1e9) >>> 0;
+const seed = arg("--seed", Date.now() % 1e9) >>> 0;
 const cases = arg("--cases", 2000);
 const dirCases = arg("--dirs", 0);
 
@@ -46,17 +47,7 @@ if (!MKCOMPOSEFS) {
 }
 console.log(`seed ${seed}; ${MKCOMPOSEFS}${COMPOSEFS_INFO ? `, ${COMPOSEFS_INFO}` : " (no composefs-info: dumps not compared)"}`);
 
-// mulberry32
-function rnd() {
-  seed = (seed + 0x6d2b79f5) >>> 0;
-  let t = seed;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const int = (n) => Math.floor(rnd() * n);
-const pick = (a) => a[int(a.length)];
-const chance = (p) => rnd() < p;
+const { int, pick, chance, state } = rng(seed);
 
 const HEX = "0123456789abcdef";
 function esc(b, eq = false) {
@@ -357,7 +348,7 @@ if (dirCases > 0) {
     const root = path.join(work, "tree");
     let compared = 0, before = failures;
     for (let c = 0; c < dirCases; c++) {
-      const treeSeed = seed;
+      const treeSeed = state();
       randomTree(root);
       const stores = [path.join(work, "store-up"), path.join(work, "store-ours")];
       for (const opt of [[], ["--use-epoch"], ["--skip-xattrs"], ["--user-xattrs"], ["--skip-devices"], ["--max-version=0"], ["--min-version=1"], ["--digest-store"]]) {
